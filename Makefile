@@ -1,0 +1,65 @@
+# asrflow: `make run` and `make test` install everything they need, then do their job.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := run
+
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+KENLM_VER  := 0.3.0
+KENLM_DIR  := .tools/kenlm
+APT_PKGS   := sox libsox-fmt-all espeak-ng build-essential cmake zlib1g-dev libbz2-dev liblzma-dev \
+              libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev git
+# Tools the pipeline calls are found on PATH: the venv's (snakemake, dvc, torchrun) and KenLM's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(KENLM_DIR)/bin:$(PATH)
+JOBS       ?= $(shell nproc)
+DATASET    ?= synth
+
+.PHONY: install system-deps run test bench mlflow-ui clean distclean
+
+install: system-deps $(VENV)/.installed $(KENLM_DIR)/bin/lmplz
+
+# Debian packages: espeak-ng + sox make the synth corpus; the rest builds KenLM.
+system-deps:
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	[ -x $(PY) ] || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# KenLM's lmplz/build_binary: no Debian package exists, so build them from the PyPI sdist.
+$(KENLM_DIR)/bin/lmplz: | $(VENV)/.installed
+	rm -rf $(KENLM_DIR)/src && mkdir -p $(KENLM_DIR)/src $(KENLM_DIR)/bin
+	$(PY) -m pip download -q kenlm==$(KENLM_VER) --no-deps --no-binary kenlm -d $(KENLM_DIR)/src
+	tar -xzf $(KENLM_DIR)/src/kenlm-$(KENLM_VER).tar.gz -C $(KENLM_DIR)/src
+	cmake -S $(KENLM_DIR)/src/kenlm-$(KENLM_VER) -B $(KENLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >/dev/null
+	cmake --build $(KENLM_DIR)/build -j$(JOBS) --target lmplz build_binary query >/dev/null
+	cp $(KENLM_DIR)/build/bin/lmplz $(KENLM_DIR)/build/bin/build_binary $(KENLM_DIR)/build/bin/query $(KENLM_DIR)/bin/
+	rm -rf $(KENLM_DIR)/src
+
+# The main job: the whole chain on the embedded default dataset.
+run: install
+	$(VENV)/bin/snakemake -j $(JOBS) reports/$(DATASET)_wer.md
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	for b in bench/bench_*.py; do $(PY) $$b; done
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf data models results metrics plots logs benchmarks cache mlruns reports/*_wer.md reports/*.png .snakemake
+
+distclean: clean
+	rm -rf $(VENV) .tools

@@ -1,0 +1,123 @@
+# asrflow: speech dataset -> trained CTC recognizer -> reports/<dataset>_wer.md
+#
+#   snakemake -j 8 reports/synth_wer.md          # embedded default corpus (offline)
+#   snakemake -j 8 reports/librispeech_wer.md    # LibriSpeech from the mirrors in params.yaml
+#
+# Inputs, outputs and commands come from src/asrflow/pipeline.py, the same definition
+# dvc.yaml is generated from, so the two orchestrators run identical commands. What lives
+# here is what only Snakemake has: logs, benchmarks, threads and resources.
+
+import os
+import uuid
+
+from snakemake.utils import validate
+
+from asrflow import pipeline as P
+from asrflow.config import validate_params
+
+configfile: "params.yaml"
+validate(config, "src/asrflow/params.schema.yaml")
+validate_params(config)  # the checks a schema cannot express (ordered ranges, ...)
+
+# Every stage of this invocation tags its MLflow run with the same id.
+os.environ.setdefault("ASRFLOW_INVOCATION", f"snakemake-{uuid.uuid4().hex[:12]}")
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+
+
+
+rule all:
+    input:
+        f"reports/{config['dataset']}_wer.md",
+
+
+rule download:
+    input: P.smk_inputs("download")
+    output: P.smk_outputs("download", directory)
+    params: values=P.smk_params("download", config)
+    log: "logs/{dataset}/download.log"
+    benchmark: "benchmarks/{dataset}/download.tsv"
+    threads: workflow.cores  # synthesis / extraction use every core
+    resources: net=1  # at most one download at a time per host
+    shell: P.smk_shell("download", config) + " 2>&1 | tee {log}"
+
+
+rule manifest:
+    input: P.smk_inputs("manifest")
+    output: P.smk_outputs("manifest", directory)
+    params: values=P.smk_params("manifest", config)
+    log: "logs/{dataset}/manifest.log"
+    benchmark: "benchmarks/{dataset}/manifest.tsv"
+    threads: workflow.cores  # header reads are spread over all cores
+    shell: P.smk_shell("manifest", config) + " 2>&1 | tee {log}"
+
+
+rule stats:
+    input: P.smk_inputs("stats")
+    output: P.smk_outputs("stats", directory)
+    params: values=P.smk_params("stats", config)
+    log: "logs/{dataset}/stats.log"
+    shell: P.smk_shell("stats", config) + " 2>&1 | tee {log}"
+
+
+rule vocab:
+    input: P.smk_inputs("vocab")
+    output: P.smk_outputs("vocab", directory)
+    params: values=P.smk_params("vocab", config)
+    log: "logs/{dataset}/vocab.log"
+    shell: P.smk_shell("vocab", config) + " 2>&1 | tee {log}"
+
+
+rule lm:
+    input: P.smk_inputs("lm")
+    output: P.smk_outputs("lm", directory)
+    params: values=P.smk_params("lm", config)
+    log: "logs/{dataset}/lm.log"
+    benchmark: "benchmarks/{dataset}/lm.tsv"
+    shell: P.smk_shell("lm", config) + " 2>&1 | tee {log}"
+
+
+rule train:
+    input: P.smk_inputs("train")
+    output: P.smk_outputs("train", directory)
+    params: values=P.smk_params("train", config)
+    log: "logs/{dataset}/train.log"
+    benchmark: "benchmarks/{dataset}/train.tsv"
+    threads: workflow.cores  # torch uses every core on CPU
+    resources: gpu=config["train"]["nproc_per_node"] if config["train"]["device"] != "cpu" else 0
+    shell: P.smk_shell("train", config) + " 2>&1 | tee {log}"
+
+
+rule tune:
+    input: P.smk_inputs("tune")
+    output: P.smk_outputs("tune", directory)
+    params: values=P.smk_params("tune", config)
+    log: "logs/{dataset}/tune.log"
+    benchmark: "benchmarks/{dataset}/tune.tsv"
+    threads: workflow.cores  # one decoder process per core
+    shell: P.smk_shell("tune", config) + " 2>&1 | tee {log}"
+
+
+rule evaluate:
+    input: P.smk_inputs("evaluate")
+    output: P.smk_outputs("evaluate", directory)
+    params: values=P.smk_params("evaluate", config)
+    log: "logs/{dataset}/evaluate.log"
+    benchmark: "benchmarks/{dataset}/evaluate.tsv"
+    shell: P.smk_shell("evaluate", config) + " 2>&1 | tee {log}"
+
+
+rule report:
+    input: P.smk_inputs("report")
+    output: P.smk_outputs("report", directory)
+    params: values=P.smk_params("report", config)
+    log: "logs/{dataset}/report.log"
+    shell: P.smk_shell("report", config) + " 2>&1 | tee {log}"
+
+
+onsuccess:
+    # Record what Snakemake built in dvc.lock, so `dvc status` agrees nothing is stale.
+    committed = P.dvc_commit(config)
+    if committed:
+        print(f"committed to DVC: {', '.join(committed)}")

@@ -1,0 +1,116 @@
+"""Loading and validating params.yaml.
+
+Every stage entry point calls :func:`load_params` before doing any work, so a bad
+value stops the stage with the offending key's name, whichever orchestrator ran it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
+
+
+class ParamsError(ValueError):
+    """params.yaml is malformed; the message names the key and what is allowed."""
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON schema for params.yaml (the same file Snakemake's validate() reads)."""
+    with open(SCHEMA_PATH, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = error.message.split("(")[-1].rstrip(")") if "(" in error.message else error.message
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"params.yaml: unknown key under '{key}': {extra}{hint}"
+    if error.validator == "enum":
+        return f"params.yaml: '{key}' is {error.instance!r}; allowed values: {error.validator_value}"
+    if error.validator == "type":
+        return f"params.yaml: '{key}' is {error.instance!r}; expected type {error.validator_value}"
+    if error.validator == "required":
+        return f"params.yaml: '{key}': {error.message}"
+    return f"params.yaml: '{key}': {error.message}"
+
+
+def _check_semantics(p: dict[str, Any]) -> None:
+    """Checks a schema cannot express: ordered ranges, feasible speaker split."""
+    ranges = [("download.synth.rate", p["download"]["synth"]["rate"]),
+              ("download.synth.pitch", p["download"]["synth"]["pitch"]),
+              ("tune.alpha", p["tune"]["alpha"]),
+              ("tune.beta", p["tune"]["beta"])]
+    for key, (lo, hi) in ranges:
+        if lo > hi:
+            raise ParamsError(f"params.yaml: '{key}' is [{lo}, {hi}]: a range must be [min, max] with min <= max")
+    if p["manifest"]["min_duration"] >= p["manifest"]["max_duration"]:
+        raise ParamsError("params.yaml: 'manifest.min_duration' must be below 'manifest.max_duration' "
+                          f"(got {p['manifest']['min_duration']} and {p['manifest']['max_duration']})")
+    s = p["download"]["synth"]
+    pool = len(s["voices"]) * len(s["variants"])
+    held = s["dev_speakers"] + s["test_speakers"]
+    if held >= pool:
+        raise ParamsError(f"params.yaml: 'download.synth.dev_speakers' + 'test_speakers' = {held} leaves no "
+                          f"training speaker out of {pool} voice x variant pairs")
+    for name, ds in p["datasets"].items():
+        subsets = [x for v in ds["splits"].values() for x in v]
+        if len(set(subsets)) != len(subsets):
+            raise ParamsError(f"params.yaml: 'datasets.{name}.splits' lists a subset in more than one split")
+        if not any(split.startswith("test") for split in ds["splits"]):
+            raise ParamsError(f"params.yaml: 'datasets.{name}.splits' has no split named test*")
+
+
+def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate a params mapping against the schema and semantic rules.
+
+    Returns the same mapping. Raises :class:`ParamsError` naming the first bad key.
+    """
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ParamsError(_describe(errors[0]))
+    _check_semantics(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml with the safe YAML loader and validate it.
+
+    Raises :class:`ParamsError` for unreadable YAML or an invalid value.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            params = yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise ParamsError(f"params file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return validate_params(params)
+
+
+def dataset_splits(params: dict[str, Any], dataset: str) -> dict[str, list[str]]:
+    """The split -> subsets mapping for ``dataset``."""
+    try:
+        return copy.deepcopy(params["datasets"][dataset]["splits"])
+    except KeyError as e:
+        raise ParamsError(f"params.yaml: no 'datasets.{dataset}.splits' for dataset '{dataset}'") from e
+
+
+def eval_splits(params: dict[str, Any], dataset: str) -> list[str]:
+    """Names of the evaluated splits (those starting with 'test'), in params order."""
+    return [s for s in dataset_splits(params, dataset) if s.startswith("test")]

@@ -1,0 +1,151 @@
+"""Greedy and KenLM beam-search CTC decoding (flashlight), and the acoustic log-prob cache.
+
+The KenLM model and the lexicon trie are built once per process (:class:`BeamSearch`);
+changing alpha/beta only builds a new lightweight decoder over them, so a grid search
+never reloads the LM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asrflow.text import BLANK, SPACE, Tokenizer
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    """The ``decode`` block of params.yaml."""
+
+    beam_size: int = 50
+    beam_threshold: float = 25.0
+    token_beam: int = 0
+
+
+class BeamSearch:
+    """Lexicon-constrained CTC beam search with a KenLM n-gram (flashlight-text)."""
+
+    def __init__(self, tokens: list[str], lm_path: str | Path, lexicon_path: str | Path, cfg: BeamConfig):
+        from flashlight.lib.text.decoder import KenLM, SmearingMode, Trie
+        from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
+
+        self.cfg = cfg
+        self.tokens = tokens
+        self.token_dict = Dictionary(tokens)
+        lexicon = load_words(str(lexicon_path))
+        lexicon.setdefault("<unk>", [])  # create_word_dict needs an unknown word
+        self.word_dict = create_word_dict(lexicon)
+        self.lm = KenLM(str(lm_path), self.word_dict)
+        self.blank = tokens.index(BLANK)
+        self.sil = tokens.index(SPACE)
+        self.unk = self.word_dict.get_index("<unk>")
+        self.trie = Trie(len(tokens), self.sil)
+        start = self.lm.start(False)
+        for word, spellings in lexicon.items():
+            widx = self.word_dict.get_index(word)
+            _, score = self.lm.score(start, widx)
+            for spelling in spellings:
+                ids = [self.token_dict.get_index(t) for t in spelling]
+                self.trie.insert(ids, widx, score)
+        self.trie.smear(SmearingMode.MAX)
+        self._decoder = None
+        self._weights: tuple[float, float] | None = None
+
+    def set_weights(self, alpha: float, beta: float) -> None:
+        """Use LM weight ``alpha`` and word insertion score ``beta`` (cheap: no LM reload)."""
+        from flashlight.lib.text.decoder import CriterionType, LexiconDecoder, LexiconDecoderOptions
+
+        if self._weights == (alpha, beta):
+            return
+        opts = LexiconDecoderOptions(
+            beam_size=self.cfg.beam_size, beam_size_token=self.cfg.token_beam or len(self.tokens),
+            beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
+            unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
+        self._decoder = LexiconDecoder(opts, self.trie, self.lm, self.sil, self.blank, self.unk, [], False)
+        self._weights = (alpha, beta)
+
+    def decode(self, logprobs: np.ndarray) -> str:
+        """Best word sequence for one utterance's (frames, vocab) float32 log-probs."""
+        if self._decoder is None:
+            raise RuntimeError("call set_weights(alpha, beta) before decode()")
+        em = np.ascontiguousarray(logprobs, dtype=np.float32)
+        results = self._decoder.decode(em.ctypes.data, em.shape[0], em.shape[1])
+        if not results:
+            return ""
+        return " ".join(self.word_dict.get_entry(w) for w in results[0].words if w >= 0)
+
+
+def greedy_decode(logprobs: np.ndarray, tokenizer: Tokenizer) -> str:
+    return tokenizer.greedy(logprobs.argmax(-1).tolist())
+
+
+# ---------------------------------------------------------------- acoustic model outputs
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(model_path: str | Path, manifest_path: str | Path, extra: dict[str, Any]) -> str:
+    """Content hash of the checkpoint (which embeds vocab and stats), manifest and settings."""
+    h = hashlib.sha256()
+    h.update(file_digest(model_path).encode())
+    h.update(file_digest(manifest_path).encode())
+    h.update(json.dumps(extra, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_dir: str | Path | None = None,
+                     limit: int = 0, threads: int = 0) -> tuple[list[np.ndarray], "Any", float]:
+    """Run the acoustic model once over a manifest; return per-utterance log-probs.
+
+    Returns ``(logprobs, manifest_rows, seconds)``. With ``cache_dir`` the result is stored
+    under a content hash of checkpoint, manifest and ``limit``; a cache made from another
+    checkpoint or manifest has another key and is never reused.
+    """
+    from asrflow.train import load_checkpoint, utterance_features
+    import pandas as pd
+
+    rows = pd.read_parquet(manifest_path)
+    if limit:
+        rows = rows.iloc[:limit]
+    key = None
+    if cache_dir is not None:
+        key = cache_key(model_path, manifest_path, {"limit": limit})
+        cached = Path(cache_dir) / f"logprobs-{key}.npz"
+        if cached.exists():
+            with np.load(cached) as z:
+                return [z[f"u{i}"] for i in range(len(rows))], rows, 0.0
+    if threads:
+        torch.set_num_threads(threads)
+    model, ckpt, fe, mean, std = load_checkpoint(model_path)
+    import time
+    t0 = time.perf_counter()
+    out = []
+    with torch.inference_mode():
+        for path in rows["audio_filepath"]:
+            feats = utterance_features(path, fe, mean, std)
+            lp, lens = model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
+            out.append(lp[0, : int(lens[0])].numpy().astype(np.float32))
+    seconds = time.perf_counter() - t0
+    if key is not None:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
+        os.close(fd)
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"u{i}": a for i, a in enumerate(out)})
+        os.replace(tmp, cache_dir / f"logprobs-{key}.npz")
+    return out, rows, seconds

@@ -1,0 +1,103 @@
+"""Audio loading and log-mel features, and their normalisation statistics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The ``features`` block of params.yaml."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> "FeatureConfig":
+        return cls(**p)
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file."""
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode a mono file at ``sample_rate`` to float32 in [-1, 1].
+
+    Raises :class:`AudioError` naming the file if it is unreadable, not mono or at
+    another sample rate (the manifest stage rejects such files before training).
+    """
+    try:
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for bad files
+        raise AudioError(f"{path}: cannot decode audio: {e}") from e
+    if sr != sample_rate:
+        raise AudioError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz")
+    if wav.shape[1] != 1:
+        raise AudioError(f"{path}: {wav.shape[1]} channels, expected mono")
+    return wav[:, 0]
+
+
+class LogMel(torch.nn.Module):
+    """Waveform (samples,) -> log-mel features (frames, n_mels)."""
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate, n_fft=512 if cfg.win_length <= 512 else cfg.win_length,
+            win_length=cfg.win_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels, power=2.0)
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.mel(wav) + 1e-6).transpose(-1, -2)
+
+
+def num_frames(num_samples: int, cfg: FeatureConfig) -> int:
+    """Feature frames for a waveform of ``num_samples`` (centered STFT)."""
+    return num_samples // cfg.hop_length + 1
+
+
+def compute_stats(paths: list[str], cfg: FeatureConfig) -> dict[str, Any]:
+    """Per-mel-bin mean and std of log-mel features over ``paths`` (float64 accumulation).
+
+    Returns ``{"mean": [...], "std": [...], "frames": N, "utterances": K}``.
+    """
+    if not paths:
+        raise ValueError("no utterances to compute feature statistics from")
+    fe = LogMel(cfg)
+    total = np.zeros(cfg.n_mels)
+    total_sq = np.zeros(cfg.n_mels)
+    frames = 0
+    for p in paths:
+        feats = fe(torch.from_numpy(load_audio(p, cfg.sample_rate))).double().numpy()
+        total += feats.sum(0)
+        total_sq += (feats ** 2).sum(0)
+        frames += feats.shape[0]
+    mean = total / frames
+    std = np.sqrt(np.maximum(total_sq / frames - mean ** 2, 1e-10))
+    return {"mean": [round(float(x), 6) for x in mean], "std": [round(float(x), 6) for x in std],
+            "frames": frames, "utterances": len(paths)}
+
+
+def read_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    s = json.loads(Path(path).read_text())
+    return torch.tensor(s["mean"], dtype=torch.float32), torch.tensor(s["std"], dtype=torch.float32)

@@ -1,0 +1,185 @@
+"""The pipeline, defined once: both the Snakefile and dvc.yaml are rendered from here.
+
+Each :class:`Stage` names its command, dependencies, outputs, params keys, metrics and
+plots with two kinds of placeholder:
+
+- ``{dataset}``: a Snakemake wildcard; in dvc.yaml ``${dataset}`` from params.yaml;
+- ``${key.path}``: a params.yaml value; DVC templating in dvc.yaml, substituted from the
+  loaded config in the Snakefile.
+
+dvc.yaml is generated (``python -m asrflow.pipeline > dvc.yaml``); tests check it is
+current and that Snakemake's view of every rule matches it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+PARAM_REF = re.compile(r"\$\{([a-z_][a-z0-9_.]*)\}")
+PY = "python"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str]
+    outs: list[str]                      # a trailing '/' marks a directory
+    params: list[str]
+    metrics: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)
+
+    @property
+    def all_deps(self) -> list[str]:
+        return [f"stages/{self.name}.py", *self.code, *self.deps]
+
+    @property
+    def all_outs(self) -> list[str]:
+        return [*self.outs, *self.metrics, *self.plots]
+
+
+def _cmd(name: str, *args: str, launcher: str = PY) -> str:
+    return " ".join([launcher, f"stages/{name}.py", "--params params.yaml --dataset {dataset}", *args])
+
+
+RAW, MAN = "data/{dataset}/raw", "data/{dataset}/manifests"
+STATS, VOCAB, LM = "data/{dataset}/stats.json", "data/{dataset}/vocab.txt", "data/{dataset}/lm"
+MODEL, TUNE, EVAL = "models/{dataset}", "results/{dataset}/tune", "results/{dataset}/evaluate"
+MET, PLOTS = "metrics/{dataset}", "plots/{dataset}"
+LIB = "src/asrflow"
+
+STAGES: list[Stage] = [
+    Stage("download",
+          _cmd("download", f"--out {RAW} --archives downloads/{{dataset}} --metrics {MET}/download.json"),
+          deps=[], outs=[f"{RAW}/"], params=["seed", "datasets", "download", "features.sample_rate"],
+          metrics=[f"{MET}/download.json"],
+          code=[f"{LIB}/synth.py", f"{LIB}/synth_text.py", f"{LIB}/librispeech.py"]),
+    Stage("manifest",
+          _cmd("manifest", f"--raw {RAW} --out {MAN} --metrics {MET}/manifest.json"),
+          deps=[f"{RAW}/"], outs=[f"{MAN}/"], params=["datasets", "manifest", "features.sample_rate"],
+          metrics=[f"{MET}/manifest.json"], code=[f"{LIB}/manifest.py"]),
+    Stage("stats",
+          _cmd("stats", f"--manifests {MAN} --out {STATS}"),
+          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], code=[f"{LIB}/features.py"]),
+    Stage("vocab",
+          _cmd("vocab", f"--manifests {MAN} --out {VOCAB}"),
+          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], code=[f"{LIB}/text.py"]),
+    Stage("lm",
+          _cmd("lm", f"--raw {RAW} --manifests {MAN} --vocab {VOCAB} --out {LM} --metrics {MET}/lm.json"),
+          deps=[f"{RAW}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"],
+          metrics=[f"{MET}/lm.json"], code=[f"{LIB}/lm.py"]),
+    Stage("train",
+          _cmd("train", f"--manifests {MAN} --stats {STATS} --vocab {VOCAB} --out {MODEL} "
+                        f"--checkpoints checkpoints/{{dataset}} --metrics {MET}/train.json "
+                        f"--plots {PLOTS}/learning_curve.csv",
+               launcher="torchrun --standalone --nnodes=1 --nproc-per-node=${train.nproc_per_node}"),
+          deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
+          metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"],
+          code=[f"{LIB}/train.py", f"{LIB}/model.py"]),
+    Stage("tune",
+          _cmd("tune", f"--manifests {MAN} --model {MODEL} --lm {LM} --cache cache/{{dataset}} --out {TUNE} "
+                       f"--metrics {MET}/tune.json --plots {PLOTS}/tune_grid.csv"),
+          deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune"],
+          metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"],
+          code=[f"{LIB}/tune.py", f"{LIB}/decode.py"]),
+    Stage("evaluate",
+          _cmd("evaluate", f"--manifests {MAN} --model {MODEL} --lm {LM} --tune {TUNE} --cache cache/{{dataset}} "
+                           f"--out {EVAL} --metrics {MET}/evaluate.json"),
+          deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{EVAL}/"],
+          params=["datasets", "decode", "evaluate"], metrics=[f"{MET}/evaluate.json"],
+          code=[f"{LIB}/decode.py", f"{LIB}/metrics.py"]),
+    Stage("report",
+          _cmd("report", f"--metrics-dir {MET} --plots-dir {PLOTS} --out reports/{{dataset}}_wer.md"),
+          deps=[f"{MET}/manifest.json", f"{MET}/lm.json", f"{MET}/train.json", f"{MET}/tune.json",
+                f"{MET}/evaluate.json", f"{PLOTS}/learning_curve.csv", f"{PLOTS}/tune_grid.csv"],
+          outs=["reports/{dataset}_wer.md", "reports/{dataset}_wer_surface.png", "reports/{dataset}_wer_curve.png"],
+          params=[], code=[f"{LIB}/report.py"]),
+]
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> Stage:
+    return BY_NAME[name]
+
+
+def lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+# ------------------------------------------------------------------------------- DVC
+
+def _dvc(path: str) -> str:
+    return path.replace("{dataset}", "${dataset}").rstrip("/")
+
+
+def dvc_yaml() -> dict[str, Any]:
+    """The dvc.yaml mapping for every stage (dataset from params.yaml via templating)."""
+    stages = {}
+    for s in STAGES:
+        entry: dict[str, Any] = {"cmd": s.cmd.replace("{dataset}", "${dataset}"),
+                                 "deps": [_dvc(d) for d in s.all_deps]}
+        if s.params:
+            entry["params"] = list(s.params)
+        entry["outs"] = [_dvc(o) for o in s.outs]
+        if s.metrics:
+            entry["metrics"] = [{_dvc(m): {"cache": False}} for m in s.metrics]
+        if s.plots:
+            entry["plots"] = [{_dvc(p): {"cache": False}} for p in s.plots]
+        stages[s.name] = entry
+    return {"stages": stages}
+
+
+def render_dvc_yaml() -> str:
+    header = ("# GENERATED from src/asrflow/pipeline.py by `python -m asrflow.pipeline > dvc.yaml`.\n"
+              "# Do not edit: change the pipeline definition, then regenerate (a test checks this file is current).\n")
+    return header + yaml.safe_dump(dvc_yaml(), sort_keys=False, width=120)
+
+
+# ------------------------------------------------------------------------- Snakemake
+
+def smk_inputs(name: str) -> list[str]:
+    return [d.rstrip("/") for d in stage(name).all_deps]
+
+
+def smk_outputs(name: str, directory: Callable[[str], Any]) -> list[Any]:
+    return [directory(o.rstrip("/")) if o.endswith("/") else o for o in stage(name).all_outs]
+
+
+def smk_shell(name: str, config: dict[str, Any]) -> str:
+    """The stage command for Snakemake's shell: params substituted, dataset as a wildcard."""
+    cmd = PARAM_REF.sub(lambda m: str(lookup(config, m.group(1))), stage(name).cmd)
+    return cmd.replace("{dataset}", "{wildcards.dataset}")
+
+
+def smk_params(name: str, config: dict[str, Any]) -> str:
+    """The params slice a stage reads, as canonical JSON (Snakemake re-runs a rule when it changes)."""
+    return json.dumps({k: lookup(config, k) for k in stage(name).params}, sort_keys=True)
+
+
+def dvc_commit(config: dict[str, Any], root: Path = Path(".")) -> list[str]:
+    """Record finished stages of params.yaml's dataset in dvc.lock (after a Snakemake run).
+
+    Only stages whose outputs all exist are committed; returns their names.
+    """
+    ds = config["dataset"]
+    ready = [s.name for s in STAGES
+             if all((root / o.replace("{dataset}", ds).rstrip("/")).exists() for o in s.all_outs)]
+    if ready:
+        subprocess.run(["dvc", "commit", "--force", "--quiet", *ready], cwd=root, check=True)
+    return ready
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_dvc_yaml())

@@ -1,0 +1,153 @@
+"""The embedded default dataset: a LibriSpeech-layout corpus spoken by espeak-ng.
+
+Speakers are espeak-ng ``voice+variant`` pairs. Whole speakers are held out for dev and
+test, and sentences are disjoint across train/dev/test/LM text, so the test split
+measures recognition of unseen voices saying unseen sentences.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asrflow.synth_text import generate_splits
+
+
+@dataclass(frozen=True)
+class Speaker:
+    speaker_id: int
+    voice: str
+    variant: str
+    subset: str
+
+
+@dataclass(frozen=True)
+class Utterance:
+    speaker: Speaker
+    subset: str
+    chapter: int
+    index: int
+    text: str
+    rate: int
+    pitch: int
+
+    @property
+    def utt_id(self) -> str:
+        return f"{self.speaker.speaker_id}-{self.chapter}-{self.index:04d}"
+
+
+def assign_speakers(cfg: dict[str, Any], seed: int) -> list[Speaker]:
+    """Split the voice x variant pool into train/dev/test speakers (seeded, whole speakers)."""
+    pool = [(v, var) for v in cfg["voices"] for var in cfg["variants"]]
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    n_dev, n_test = cfg["dev_speakers"], cfg["test_speakers"]
+    subset_of = {}
+    for rank, i in enumerate(order):
+        subset_of[i] = "dev" if rank < n_dev else "test" if rank < n_dev + n_test else "train"
+    return [Speaker(1000 + i, v, var, subset_of[i]) for i, (v, var) in enumerate(pool)]
+
+
+def plan_corpus(cfg: dict[str, Any], seed: int) -> tuple[list[Utterance], list[str]]:
+    """Every utterance to synthesise and the LM text, deterministic for (cfg, seed)."""
+    sizes = {name: int(n) for name, n in cfg["utterances"].items()}
+    sizes["lm"] = int(cfg["lm_sentences"])
+    sentences = generate_splits(sizes, seed)
+    speakers = assign_speakers(cfg, seed)
+    rng = random.Random(seed + 1)
+    utts: list[Utterance] = []
+    for subset in cfg["utterances"]:
+        spk = [s for s in speakers if s.subset == subset] or [s for s in speakers if s.subset == "train"]
+        counters = {s.speaker_id: 0 for s in spk}
+        for k, text in enumerate(sentences[subset]):
+            s = spk[k % len(spk)]
+            chapter = 1 + list(cfg["utterances"]).index(subset)
+            utts.append(Utterance(s, subset, chapter, counters[s.speaker_id], text,
+                                  rng.randint(*map(int, cfg["rate"])), rng.randint(*map(int, cfg["pitch"]))))
+            counters[s.speaker_id] += 1
+    return utts, sentences["lm"]
+
+
+def synthesize(utt: Utterance, out_path: Path, sample_rate: int = 16000) -> None:
+    """Speak one utterance to a 16-bit mono FLAC at ``sample_rate`` (espeak-ng | sox).
+
+    Raises RuntimeError with espeak-ng's or sox's message if either fails.
+    """
+    espeak = subprocess.run(
+        ["espeak-ng", "-v", f"{utt.speaker.voice}+{utt.speaker.variant}", "-s", str(utt.rate),
+         "-p", str(utt.pitch), "--stdout", utt.text], capture_output=True, check=False)
+    if espeak.returncode != 0 or not espeak.stdout:
+        raise RuntimeError(f"espeak-ng failed for {utt.utt_id}: {espeak.stderr.decode(errors='replace').strip()}")
+    sox = subprocess.run(
+        ["sox", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", str(out_path), "gain", "-n", "-1"],
+        input=espeak.stdout, capture_output=True, check=False)
+    if sox.returncode != 0:
+        raise RuntimeError(f"sox failed for {utt.utt_id}: {sox.stderr.decode(errors='replace').strip()}")
+
+
+def _synth_job(args: tuple[Utterance, str, int]) -> str:
+    utt, path, sr = args
+    synthesize(utt, Path(path), sr)
+    return utt.utt_id
+
+
+def generate_corpus(cfg: dict[str, Any], seed: int, out_dir: str | Path, sample_rate: int = 16000,
+                    workers: int = 0, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the synth corpus to ``out_dir`` in LibriSpeech layout.
+
+    ``out_dir/LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`` with one
+    ``<speaker>-<chapter>.trans.txt`` per chapter (upper case, as LibriSpeech), plus
+    ``out_dir/lm/corpus.txt`` (LM sentences) and ``out_dir/SPEAKERS.tsv``. The tree is built in
+    a temporary sibling directory and renamed into place, so an interrupted run leaves no
+    half corpus at ``out_dir``. Returns summary counts.
+    """
+    out_dir = Path(out_dir)
+    utts, lm_text = plan_corpus(cfg, seed)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        root = tmp / "LibriSpeech"
+        jobs = []
+        by_chapter: dict[Path, list[Utterance]] = {}
+        for u in utts:
+            d = root / u.subset / str(u.speaker.speaker_id) / str(u.chapter)
+            d.mkdir(parents=True, exist_ok=True)
+            jobs.append((u, str(d / f"{u.utt_id}.flac"), sample_rate))
+            by_chapter.setdefault(d, []).append(u)
+        for d, chapter_utts in by_chapter.items():
+            u0 = chapter_utts[0]
+            (d / f"{u0.speaker.speaker_id}-{u0.chapter}.trans.txt").write_text(
+                "".join(f"{u.utt_id} {u.text.upper()}\n" for u in chapter_utts), encoding="utf-8")
+        workers = workers or os.cpu_count() or 1
+        done = 0
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_synth_job, jobs, chunksize=16):
+                done += 1
+                if progress:
+                    progress(done, len(jobs))
+        (tmp / "lm").mkdir()
+        (tmp / "lm" / "corpus.txt").write_text("".join(s + "\n" for s in lm_text), encoding="utf-8")
+        speakers = sorted({u.speaker for u in utts}, key=lambda s: s.speaker_id)
+        (tmp / "SPEAKERS.tsv").write_text(
+            "speaker\tvoice\tvariant\tsubset\n"
+            + "".join(f"{s.speaker_id}\t{s.voice}\t{s.variant}\t{s.subset}\n" for s in speakers), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    counts = {f"utterances_{k}": sum(1 for u in utts if u.subset == k) for k in cfg["utterances"]}
+    counts.update({f"speakers_{k}": len({u.speaker.speaker_id for u in utts if u.subset == k})
+                   for k in cfg["utterances"]})
+    counts["lm_sentences"] = len(lm_text)
+    return counts
+

@@ -1,0 +1,886 @@
+"""Seeded English sentence generator for a synthetic speech corpus.
+
+Sentences are lower case words from fixed, hand-written word lists (no digits,
+hyphens or punctuation), joined by single spaces, 5 to 14 words long.  They are
+meant to be spoken by espeak-ng and used to train a recognizer and an n-gram
+language model.
+
+Determinism: every random choice goes through one ``random.Random(seed)``
+instance per generator, all word lists are tuples in a fixed order, and no set
+or dict is ever iterated to make a choice, so the output depends only on the
+seed (not on ``PYTHONHASHSEED``, the process or the machine).
+
+Public API:
+    vocabulary() -> list[str]
+    SentenceGenerator(seed).sentence() -> str
+    generate_splits(sizes, seed) -> dict[str, list[str]]
+    sentence_words(sentences) -> set[str]
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+__all__ = [
+    "MIN_WORDS",
+    "MAX_WORDS",
+    "SentenceGenerator",
+    "generate_splits",
+    "sentence_words",
+    "vocabulary",
+]
+
+MIN_WORDS = 5
+MAX_WORDS = 14
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Split a whitespace-separated word list, dropping duplicates (first wins)."""
+    return tuple(dict.fromkeys(text.split()))
+
+
+def _groups(text: str, width: int) -> tuple[tuple[str, ...], ...]:
+    """Split ``"a b c d; e f g h; ..."`` into tuples of ``width`` words each."""
+    out: list[tuple[str, ...]] = []
+    for chunk in text.split(";"):
+        parts = tuple(chunk.split())
+        if not parts:
+            continue
+        if len(parts) != width:
+            raise ValueError(f"word group {chunk.strip()!r} does not have {width} words")
+        out.append(parts)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# Word lists
+# --------------------------------------------------------------------------
+
+NAMES = _words("""
+    margaret thomas peter alice henry emma oliver sophie james lucy william
+    daniel hannah samuel rachel george helen michael anna robert sarah david
+    laura edward mary charles julia arthur clara walter ruth martha albert
+    nora simon jane oscar ella victor irene martin diana patrick susan vincent
+    maria stephen linda andrew carol benjamin emily jacob olivia harry lily
+    jack kate paul amy richard sally tom betty
+""")
+
+# People, singular; plurals are derived by _plural().
+PEOPLE = _words("""
+    farmer teacher doctor baker driver sailor pilot painter singer dancer
+    writer student nurse soldier artist builder gardener fisherman hunter
+    miner carpenter tailor butcher merchant shepherd waiter cook clerk lawyer
+    judge banker grocer porter guard captain king queen prince princess knight
+    stranger neighbor traveler visitor child boy girl man woman friend uncle
+    aunt cousin brother sister mother father grandmother grandfather daughter
+    son wife husband baby scientist engineer professor musician poet actor
+    explorer mechanic plumber librarian shopkeeper postman policeman
+    firefighter detective giant wizard witch pirate lady gentleman
+""")
+
+ANIMALS = _words("""
+    dog cat horse cow sheep goat pig rabbit mouse fox wolf bear deer bird duck
+    goose chicken hen owl eagle crow swan frog snake turtle fish whale dolphin
+    lion tiger elephant monkey donkey camel zebra giraffe squirrel bee
+    butterfly spider beetle lamb calf puppy kitten pony parrot pigeon sparrow
+    seal shark crab lobster hedgehog badger otter beaver raccoon kangaroo
+    penguin ostrich
+""")
+
+# Portable things, singular; plurals are derived by _plural().
+THINGS = _words("""
+    box basket bag bottle bucket blanket book letter map picture painting lamp
+    candle chair table desk bench ladder rope chain key lock clock ring bell
+    coin wallet purse ticket envelope parcel package hammer nail shovel spade
+    axe knife fork spoon plate cup bowl jug kettle pot pan mirror window door
+    curtain carpet pillow cushion mattress quilt umbrella hat coat scarf glove
+    boot shoe sock shirt jacket dress skirt belt button ribbon necklace
+    bracelet crown helmet shield sword arrow spear drum guitar violin piano
+    flute trumpet radio camera telescope compass lantern torch kite balloon
+    ball doll puzzle toy card stamp pencil pen brush notebook newspaper
+    magazine diary poster calendar photograph suitcase trunk barrel crate sack
+    jar vase teapot tray napkin towel sponge broom mop rake wheelbarrow saddle
+    anchor oar sail net cart wagon bicycle boat ship canoe raft truck bus car
+    tractor sled wheel engine tent flag banner sign statue trophy medal apple
+    orange banana lemon cherry peach plum grape melon potato tomato carrot
+    onion cabbage pumpkin cake pie biscuit sandwich egg loaf cookie pepper
+    mushroom cucumber pear sausage pancake muffin gift feather shell pebble
+    stone rock stick log branch leaf tulip daisy sunflower seed acorn bone
+    nest shelf cabinet cupboard drawer bed sofa stool candlestick
+""")
+
+PLACES = _words("""
+    river bridge market station garden forest field village town city harbor
+    beach lake mountain valley hill farm barn kitchen library school church
+    castle tower museum hospital bakery factory office cottage cabin palace
+    temple island desert meadow orchard stream pond cave road street square
+    park playground stadium theater shop hotel restaurant prison airport
+    hallway cellar attic bedroom garage yard fountain cathedral chapel mill
+    lighthouse cliff shore jungle swamp canyon stable pier dock warehouse
+    studio classroom workshop courtyard greenhouse tunnel highway bay gate
+    wall fence hut tavern inn zoo circus
+""")
+
+# Adjectives that fit people, animals and things.
+ADJ_ANY = _words("""
+    small big large tiny huge little strange famous beautiful lovely ugly
+    wonderful ordinary unusual familiar mysterious perfect terrible splendid
+    special favorite enormous magnificent peculiar handsome
+""")
+
+# Adjectives for people and animals.
+ADJ_LIVING = _words("""
+    old young tall short thin brave clever wise foolish lazy busy happy sad
+    angry calm proud shy lonely friendly curious careful careless hungry
+    thirsty tired sleepy rich poor kind cruel gentle honest polite rude
+    patient nervous cheerful grumpy silly serious elegant clumsy jolly merry
+    worried frightened excited bored generous greedy stubborn humble bold
+    fierce wild tame eager anxious elderly quiet noisy strong weak
+""")
+
+# Adjectives for things.
+ADJ_THING = _words("""
+    heavy light long wide narrow deep shallow thick warm cold hot cool dry
+    wet clean dirty new ancient modern fresh rotten bright dark soft hard
+    smooth rough sharp blunt empty full broken wooden iron plastic woolen
+    leather cotton silk velvet cheap expensive precious valuable useful shiny
+    dusty muddy sandy rusty frozen fragile sturdy hollow tidy messy round
+    square flat crooked straight loose tight sticky slippery fancy plain
+    simple secret hidden spare sweet sour bitter salty spicy juicy ripe tasty
+    delicious
+""")
+
+COLORS = _words("""
+    red blue green yellow purple pink brown black white gray silver golden
+    crimson scarlet amber ivory turquoise maroon violet indigo bronze copper
+    olive
+""")
+
+NUMBERS = _words("""
+    two three four five six seven eight nine ten eleven twelve thirteen
+    fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty
+    fifty sixty seventy eighty ninety
+""")
+SMALL_NUMBERS = NUMBERS[:11]  # two .. twelve
+
+ORDINALS = _words("""
+    first second third fourth fifth sixth seventh eighth ninth tenth eleventh
+    twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth
+    nineteenth twentieth
+""")
+# Day-of-month phrases, 1st .. 31st.
+DAY_ORDINALS: tuple[str, ...] = (
+    ORDINALS + tuple("twenty " + o for o in ORDINALS[:9]) + ("thirtieth", "thirty first")
+)
+
+WEEKDAYS = _words("monday tuesday wednesday thursday friday saturday sunday")
+MONTHS = _words("""
+    january february march april may june july august september october
+    november december
+""")
+SEASONS = _words("spring summer autumn winter")
+PARTS_OF_DAY = _words("morning afternoon evening night")
+MEALS = _words("breakfast lunch dinner supper")
+
+# Transitive verbs: base, past, third person singular, -ing.
+VERBS_T = _groups("""
+    carry carried carries carrying; paint painted paints painting;
+    find found finds finding; lift lifted lifts lifting;
+    push pushed pushes pushing; pull pulled pulls pulling;
+    drop dropped drops dropping; throw threw throws throwing;
+    catch caught catches catching; hold held holds holding;
+    buy bought buys buying; sell sold sells selling;
+    bring brought brings bringing; take took takes taking;
+    make made makes making; build built builds building;
+    fix fixed fixes fixing; break broke breaks breaking;
+    clean cleaned cleans cleaning; wash washed washes washing;
+    open opened opens opening; shut shut shuts shutting;
+    hide hid hides hiding; keep kept keeps keeping;
+    lose lost loses losing; borrow borrowed borrows borrowing;
+    lend lent lends lending; steal stole steals stealing;
+    move moved moves moving; pack packed packs packing;
+    fill filled fills filling; draw drew draws drawing;
+    sketch sketched sketches sketching; watch watched watches watching;
+    see saw sees seeing; notice noticed notices noticing;
+    follow followed follows following; chase chased chases chasing;
+    feed fed feeds feeding; visit visited visits visiting;
+    help helped helps helping; meet met meets meeting;
+    call called calls calling; greet greeted greets greeting;
+    remember remembered remembers remembering; forget forgot forgets forgetting;
+    cook cooked cooks cooking; bake baked bakes baking;
+    eat ate eats eating; taste tasted tastes tasting;
+    smell smelled smells smelling; cut cut cuts cutting;
+    chop chopped chops chopping; slice sliced slices slicing;
+    grab grabbed grabs grabbing; touch touched touches touching;
+    kick kicked kicks kicking; hit hit hits hitting;
+    drag dragged drags dragging; roll rolled rolls rolling;
+    fold folded folds folding; tie tied ties tying;
+    wrap wrapped wraps wrapping; count counted counts counting;
+    weigh weighed weighs weighing; measure measured measures measuring;
+    deliver delivered delivers delivering; send sent sends sending;
+    receive received receives receiving; return returned returns returning;
+    collect collected collects collecting; gather gathered gathers gathering;
+    pick picked picks picking; plant planted plants planting;
+    grow grew grows growing; burn burned burns burning;
+    scrub scrubbed scrubs scrubbing; repair repaired repairs repairing;
+    sweep swept sweeps sweeping; dig dug digs digging;
+    bury buried buries burying; load loaded loads loading;
+    share shared shares sharing; explore explored explores exploring;
+    search searched searches searching; guard guarded guards guarding;
+    protect protected protects protecting; rescue rescued rescues rescuing;
+    examine examined examines examining; inspect inspected inspects inspecting;
+    study studied studies studying; describe described describes describing;
+    admire admired admires admiring; praise praised praises praising;
+    ignore ignored ignores ignoring; hang hung hangs hanging;
+    shake shook shakes shaking; bend bent bends bending;
+    choose chose chooses choosing; drive drove drives driving;
+    ride rode rides riding; write wrote writes writing;
+    pour poured pours pouring; mend mended mends mending;
+    sew sewed sews sewing; sort sorted sorts sorting;
+    hunt hunted hunts hunting; trap trapped traps trapping;
+    brush brushed brushes brushing; hug hugged hugs hugging;
+    offer offered offers offering; prepare prepared prepares preparing;
+    decorate decorated decorates decorating; check checked checks checking;
+    raise raised raises raising; carve carved carves carving;
+    fetch fetched fetches fetching; toss tossed tosses tossing;
+    squeeze squeezed squeezes squeezing; stack stacked stacks stacking;
+    guide guided guides guiding; kiss kissed kisses kissing;
+    spill spilled spills spilling; stir stirred stirs stirring;
+    heat heated heats heating; boil boiled boils boiling;
+    fry fried fries frying; peel peeled peels peeling;
+    wipe wiped wipes wiping; rinse rinsed rinses rinsing;
+    photograph photographed photographs photographing;
+    recognize recognized recognizes recognizing;
+    discover discovered discovers discovering; climb climbed climbs climbing;
+    cross crossed crosses crossing; pass passed passes passing;
+    tickle tickled tickles tickling; scare scared scares scaring;
+    surprise surprised surprises surprising; wake woke wakes waking;
+    lock locked locks locking; unlock unlocked unlocks unlocking;
+    stretch stretched stretches stretching; twist twisted twists twisting;
+    press pressed presses pressing
+""", 4)
+
+# Intransitive verbs: base, past, third person singular, -ing.
+VERBS_I = _groups("""
+    sing sang sings singing; dance danced dances dancing;
+    laugh laughed laughs laughing; cry cried cries crying;
+    sleep slept sleeps sleeping; smile smiled smiles smiling;
+    shout shouted shouts shouting; whisper whispered whispers whispering;
+    run ran runs running; walk walked walks walking;
+    jump jumped jumps jumping; swim swam swims swimming;
+    wait waited waits waiting; rest rested rests resting;
+    sit sat sits sitting; stand stood stands standing;
+    fall fell falls falling; arrive arrived arrives arriving;
+    wander wandered wanders wandering; hurry hurried hurries hurrying;
+    travel traveled travels traveling; work worked works working;
+    play played plays playing; listen listened listens listening;
+    talk talked talks talking; speak spoke speaks speaking;
+    shiver shivered shivers shivering; sneeze sneezed sneezes sneezing;
+    cough coughed coughs coughing; yawn yawned yawns yawning;
+    glow glowed glows glowing; shine shone shines shining;
+    sparkle sparkled sparkles sparkling; whistle whistled whistles whistling;
+    hum hummed hums humming; fly flew flies flying;
+    crawl crawled crawls crawling; hop hopped hops hopping;
+    rise rose rises rising; sink sank sinks sinking;
+    float floated floats floating; drift drifted drifts drifting;
+    bark barked barks barking; howl howled howls howling;
+    roar roared roars roaring; growl growled growls growling;
+    disappear disappeared disappears disappearing; kneel knelt kneels kneeling;
+    sigh sighed sighs sighing; giggle giggled giggles giggling;
+    stumble stumbled stumbles stumbling; relax relaxed relaxes relaxing;
+    pray prayed prays praying; dream dreamed dreams dreaming;
+    splash splashed splashes splashing; skate skated skates skating;
+    march marched marches marching; paddle paddled paddles paddling;
+    tremble trembled trembles trembling; climb climbed climbs climbing
+""", 4)
+
+# Verbs taking a recipient and an object, past tense only.
+DITRANSITIVE_PAST = _words("gave showed sent handed sold brought offered lent threw passed")
+REPORT_PAST = _words("said thought knew heard believed noticed remembered")
+INTENT_PAST = _words("wanted hoped tried needed decided promised forgot refused planned")
+MODALS = _words("can could should must might will would")
+CONJUNCTIONS = _words("because while after before when")
+WH_WORDS = _words("where why when how")
+INTENSIFIERS = _words("very quite rather really too")
+
+ADVERBS = _words("""
+    softly quietly loudly slowly quickly gently carefully happily sadly
+    angrily proudly calmly bravely eagerly patiently suddenly nervously
+    cheerfully politely rudely secretly silently gracefully clumsily lazily
+    busily merrily sleepily wearily noisily hungrily boldly fiercely wildly
+    kindly sweetly warmly brightly smoothly steadily swiftly neatly anxiously
+    foolishly wisely cleverly shyly gladly playfully
+""")
+
+PREPOSITIONS = _words("""
+    in near behind beside under above across along inside outside around past
+    over through beyond toward beneath below by into
+""")
+
+DET_SG = _words("the a this that my our his her their your")
+DET_PL = _words("the these those some many several my our his her their your")
+SUBJECT_PRONOUNS: tuple[tuple[str, str], ...] = (
+    ("he", "sg"), ("she", "sg"), ("we", "pl"), ("they", "pl"), ("you", "pl"), ("i", "i"),
+)
+OBJECT_PRONOUNS = _words("him her them us me you")
+TIME_UNITS = _words("minute hour day week month year")
+
+# Words that appear only as literal parts of templates and time phrases.
+_LITERALS = _words("""
+    a an the and did didn't not was wasn't were weren't is are am there to
+    that of on in at every once twice ago yesterday today tonight tomorrow
+    last next early late later soon this noon midnight dawn dusk during storm
+    festival holiday school work few dozen hundred please very
+    minutes hours days weeks months years
+""")
+
+# Vowel-initial words pronounced with a consonant sound, and silent-h words.
+_A_NOT_AN = frozenset("useful unusual usual unique uniform university one european".split())
+_AN_NOT_A = frozenset("hour honest honor heir".split())
+
+_IRREGULAR_PLURALS = {
+    "child": "children", "mouse": "mice", "goose": "geese", "sheep": "sheep",
+    "deer": "deer", "fish": "fish", "wolf": "wolves", "calf": "calves",
+    "knife": "knives", "loaf": "loaves", "leaf": "leaves", "shelf": "shelves",
+    "wife": "wives", "scarf": "scarves", "potato": "potatoes",
+    "tomato": "tomatoes", "person": "people", "tooth": "teeth", "foot": "feet",
+}
+
+
+def _plural(noun: str) -> str:
+    """Return the English plural of one of this module's nouns."""
+    if noun in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[noun]
+    if noun.endswith("man"):
+        return noun[:-3] + "men"
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+PEOPLE_PL = tuple(_plural(w) for w in PEOPLE)
+ANIMALS_PL = tuple(_plural(w) for w in ANIMALS)
+THINGS_PL = tuple(_plural(w) for w in THINGS)
+
+ADJ_FOR_LIVING = ADJ_ANY + ADJ_LIVING
+ADJ_FOR_ANIMAL = ADJ_ANY + ADJ_LIVING + COLORS
+ADJ_FOR_THING = ADJ_ANY + ADJ_THING + COLORS
+
+
+def _fix_articles(words: list[str]) -> list[str]:
+    """Turn the article ``a`` into ``an`` before a vowel sound (in place; returned)."""
+    for i in range(len(words) - 1):
+        if words[i] != "a":
+            continue
+        nxt = words[i + 1]
+        vowel = nxt[0] in "aeiou"
+        if nxt in _A_NOT_AN:
+            vowel = False
+        elif nxt in _AN_NOT_A:
+            vowel = True
+        if vowel:
+            words[i] = "an"
+    return words
+
+
+# --------------------------------------------------------------------------
+# Generator
+# --------------------------------------------------------------------------
+
+Phrase = list[str]
+
+
+class SentenceGenerator:
+    """Deterministic random English sentences.
+
+    ``SentenceGenerator(seed)`` owns a private ``random.Random(seed)``; each call
+    to :meth:`sentence` returns the next sentence of that seed's stream (a str of
+    5..14 lower-case words separated by single spaces, no punctuation).  Two
+    generators with the same seed yield the same stream in any process.
+    """
+
+    def __init__(self, seed: int) -> None:
+        """Create a generator whose whole output is fixed by the integer ``seed``."""
+        self._rng = random.Random(seed)
+        self._templates: tuple[tuple[Callable[[], Phrase], int], ...] = (
+            (self._t_past_transitive, 8),
+            (self._t_counted_objects, 5),
+            (self._t_did_question, 4),
+            (self._t_animals_intransitive, 5),
+            (self._t_habit, 5),
+            (self._t_future, 4),
+            (self._t_progressive, 5),
+            (self._t_wh_question, 4),
+            (self._t_negative, 4),
+            (self._t_description, 5),
+            (self._t_because, 5),
+            (self._t_there_were, 4),
+            (self._t_modal, 4),
+            (self._t_pair_of_names, 3),
+            (self._t_imperative, 3),
+            (self._t_intent, 4),
+            (self._t_present_intransitive, 4),
+            (self._t_be_ing_question, 3),
+            (self._t_ditransitive, 4),
+            (self._t_reported, 4),
+            (self._t_date, 3),
+        )
+        self._template_fns = tuple(fn for fn, _ in self._templates)
+        self._template_weights = tuple(w for _, w in self._templates)
+
+    # -- public --------------------------------------------------------------
+
+    def sentence(self) -> str:
+        """Return the next sentence: 5..14 lower-case words joined by single spaces."""
+        for _ in range(1000):
+            fn = self._rng.choices(self._template_fns, weights=self._template_weights)[0]
+            words = _fix_articles(" ".join(fn()).split())
+            if MIN_WORDS <= len(words) <= MAX_WORDS:
+                return " ".join(words)
+        raise RuntimeError("could not build a sentence of allowed length")  # pragma: no cover
+
+    # -- small helpers -------------------------------------------------------
+
+    def _c(self, seq: tuple[str, ...]) -> str:
+        return self._rng.choice(seq)
+
+    def _p(self, prob: float) -> bool:
+        return self._rng.random() < prob
+
+    def _adj(self, pool: tuple[str, ...], prob: float = 0.5) -> Phrase:
+        """Zero, one or (rarely) two adjectives from ``pool``."""
+        if not self._p(prob):
+            return []
+        first = self._c(pool)
+        if self._p(0.15):
+            second = self._c(COLORS)
+            if second != first:
+                return [first, second]
+        return [first]
+
+    def _quantity(self) -> Phrase:
+        r = self._rng.random()
+        if r < 0.45:
+            return [self._c(NUMBERS)]
+        if r < 0.55:
+            return [self._c(("a few", "a dozen", "a hundred"))]
+        return [self._c(DET_PL)]
+
+    # -- noun phrases --------------------------------------------------------
+
+    def _person_sg(self) -> Phrase:
+        if self._p(0.4):
+            return [self._c(NAMES)]
+        return [self._c(DET_SG), *self._adj(ADJ_FOR_LIVING), self._c(PEOPLE)]
+
+    def _subject(self, pronouns: bool = True) -> tuple[Phrase, str]:
+        """A subject noun phrase and its number: 'sg', 'pl' or 'i'."""
+        r = self._rng.random()
+        if r < 0.5:
+            return self._person_sg(), "sg"
+        if r < 0.68:
+            return [*self._quantity(), *self._adj(ADJ_FOR_LIVING), self._c(PEOPLE_PL)], "pl"
+        if r < 0.78:
+            return [self._c(DET_SG), *self._adj(ADJ_FOR_ANIMAL), self._c(ANIMALS)], "sg"
+        if r < 0.88 or not pronouns:
+            return [*self._quantity(), *self._adj(ADJ_FOR_ANIMAL), self._c(ANIMALS_PL)], "pl"
+        word, number = self._rng.choice(SUBJECT_PRONOUNS)
+        return [word], number
+
+    def _thing_sg(self, prob: float = 0.5) -> Phrase:
+        return [self._c(DET_SG), *self._adj(ADJ_FOR_THING, prob), self._c(THINGS)]
+
+    def _thing_pl(self, prob: float = 0.5) -> Phrase:
+        return [*self._quantity(), *self._adj(ADJ_FOR_THING, prob), self._c(THINGS_PL)]
+
+    def _object(self) -> Phrase:
+        r = self._rng.random()
+        if r < 0.45:
+            return self._thing_sg()
+        if r < 0.75:
+            return self._thing_pl()
+        if r < 0.83:
+            return [self._c(DET_SG), *self._adj(ADJ_FOR_ANIMAL), self._c(ANIMALS)]
+        if r < 0.88:
+            return [*self._quantity(), *self._adj(ADJ_FOR_ANIMAL), self._c(ANIMALS_PL)]
+        if r < 0.96:
+            return self._person_sg()
+        return [*self._quantity(), *self._adj(ADJ_FOR_LIVING), self._c(PEOPLE_PL)]
+
+    def _place(self) -> Phrase:
+        """A prepositional phrase such as 'near the old bridge'."""
+        adj = self._adj(ADJ_FOR_THING, 0.25)
+        return [self._c(PREPOSITIONS), "the", *adj, self._c(PLACES)]
+
+    # -- time phrases --------------------------------------------------------
+
+    def _date(self) -> Phrase:
+        return ["on the", self._c(DAY_ORDINALS), "of", self._c(MONTHS)]
+
+    def _time_past(self) -> Phrase:
+        r = self._rng.randrange(14)
+        if r == 0:
+            return ["yesterday"]
+        if r == 1:
+            return ["last", self._c(("night", "week", "month", "year") + WEEKDAYS + SEASONS)]
+        if r == 2:
+            return ["this", self._c(("morning", "afternoon", "evening"))]
+        if r == 3:
+            return [self._c(("early this morning", "late last night", "yesterday " + self._c(PARTS_OF_DAY[:3])))]
+        if r == 4:
+            return ["on", self._c(WEEKDAYS)]
+        if r == 5:
+            return ["in", self._c(MONTHS)]
+        if r == 6:
+            return self._date()
+        if r == 7:
+            return [self._c(SMALL_NUMBERS), self._c(("minutes", "hours", "days", "weeks", "months", "years")), "ago"]
+        if r == 8:
+            return ["a", self._c(TIME_UNITS), "ago"]
+        if r == 9:
+            return [self._c(("before", "after")), self._c(MEALS)]
+        if r == 10:
+            return ["at", self._c(("noon", "midnight", "dawn", "dusk"))]
+        if r == 11:
+            return ["during the", self._c(("storm", "night", "festival", "holiday") + SEASONS)]
+        if r == 12:
+            return ["in the", self._c(SEASONS)]
+        return ["today"]
+
+    def _time_future(self) -> Phrase:
+        r = self._rng.randrange(9)
+        if r == 0:
+            return ["tomorrow", *([self._c(PARTS_OF_DAY[:3])] if self._p(0.5) else [])]
+        if r == 1:
+            return ["next", self._c(("week", "month", "year") + WEEKDAYS + SEASONS)]
+        if r == 2:
+            return [self._c(("later today", "tonight", "soon", "this evening"))]
+        if r == 3:
+            return ["in", self._c(SMALL_NUMBERS), self._c(("minutes", "hours", "days", "weeks"))]
+        if r == 4:
+            return ["on", self._c(WEEKDAYS)]
+        if r == 5:
+            return self._date()
+        if r == 6:
+            return [self._c(("before", "after")), self._c(MEALS)]
+        if r == 7:
+            return ["in", self._c(MONTHS)]
+        return ["at", self._c(("noon", "midnight", "dawn", "dusk"))]
+
+    def _time_habit(self) -> Phrase:
+        r = self._rng.randrange(6)
+        if r == 0:
+            return ["every", self._c(PARTS_OF_DAY + ("day", "week") + WEEKDAYS + SEASONS)]
+        if r == 1:
+            return [self._c(("once", "twice")), "a", self._c(("day", "week", "month", "year"))]
+        if r == 2:
+            return ["in the", self._c(PARTS_OF_DAY[:3])]
+        if r == 3:
+            return [self._c(("before", "after")), self._c(MEALS + ("school", "work"))]
+        if r == 4:
+            return ["at", self._c(("night", "noon", "dawn", "dusk"))]
+        return ["in", self._c(("spring", "summer", "autumn", "winter"))]
+
+    # -- verb helpers --------------------------------------------------------
+
+    def _vt(self) -> tuple[str, ...]:
+        return self._rng.choice(VERBS_T)
+
+    def _vi(self) -> tuple[str, ...]:
+        return self._rng.choice(VERBS_I)
+
+    @staticmethod
+    def _present(verb: tuple[str, ...], number: str) -> str:
+        return verb[2] if number == "sg" else verb[0]
+
+    @staticmethod
+    def _was(number: str, negative: bool = False) -> str:
+        word = "was" if number in ("sg", "i") else "were"
+        return word + ("n't" if negative else "")
+
+    @staticmethod
+    def _is(number: str) -> str:
+        return {"sg": "is", "pl": "are", "i": "am"}[number]
+
+    # -- templates -----------------------------------------------------------
+
+    def _t_past_transitive(self) -> Phrase:
+        # yesterday margaret painted the small boat near the river
+        subj, _ = self._subject()
+        words = [*subj, self._vt()[1], *self._object()]
+        if self._p(0.6):
+            words += self._place()
+        if self._p(0.5):
+            return [*self._time_past(), *words]
+        return words
+
+    def _t_counted_objects(self) -> Phrase:
+        # the old farmer carried seven heavy boxes across the bridge
+        subj, _ = self._subject(pronouns=False)
+        obj = [self._c(NUMBERS), *self._adj(ADJ_FOR_THING, 0.8), self._c(THINGS_PL)]
+        return [*subj, self._vt()[1], *obj, *self._place()]
+
+    def _t_did_question(self) -> Phrase:
+        # did the quiet teacher find the letter
+        subj, _ = self._subject()
+        words = ["did", *subj, self._vt()[0], *self._object()]
+        if self._p(0.4):
+            words += self._place() if self._p(0.5) else self._time_past()
+        return words
+
+    def _t_animals_intransitive(self) -> Phrase:
+        # four green birds sang softly in the garden this morning
+        head = [self._c(NUMBERS), *self._adj(ADJ_FOR_ANIMAL, 0.8), self._c(ANIMALS_PL)]
+        words = [*head, self._vi()[1]]
+        if self._p(0.7):
+            words.append(self._c(ADVERBS))
+        words += self._place()
+        if self._p(0.5):
+            words += self._time_past()
+        return words
+
+    def _t_habit(self) -> Phrase:
+        # the baker sells fresh pies every morning
+        subj, number = self._subject()
+        return [*subj, self._present(self._vt(), number), *self._object(), *self._time_habit()]
+
+    def _t_future(self) -> Phrase:
+        # tomorrow the captain will paint the old boat
+        subj, _ = self._subject()
+        time = self._time_future()
+        words = [*subj, "will", self._vt()[0], *self._object()]
+        if self._p(0.3):
+            words += self._place()
+        return [*time, *words] if self._p(0.4) else [*words, *time]
+
+    def _t_progressive(self) -> Phrase:
+        # the nurse was washing the blankets when the children laughed
+        subj, number = self._subject()
+        subj2, _ = self._subject()
+        was = self._was(number, negative=self._p(0.15))
+        return [*subj, was, self._vt()[3], *self._object(),
+                self._c(("when", "while")), *subj2, self._vi()[1]]
+
+    def _t_wh_question(self) -> Phrase:
+        # where did the young pilot find the silver key
+        subj, _ = self._subject()
+        words = [self._c(WH_WORDS), "did", *subj, self._vt()[0], *self._object()]
+        if self._p(0.3):
+            words += self._time_past()
+        return words
+
+    def _t_negative(self) -> Phrase:
+        # my sister did not open the letter yesterday
+        subj, _ = self._subject()
+        neg = ["did not"] if self._p(0.5) else ["didn't"]
+        words = [*subj, *neg, self._vt()[0], *self._object()]
+        if self._p(0.6):
+            words += self._time_past()
+        return words
+
+    def _t_description(self) -> Phrase:
+        # the old clock in the kitchen was very noisy
+        r = self._rng.random()
+        if r < 0.5:
+            head, number, pool = ["the", *self._adj(ADJ_FOR_THING, 0.4), self._c(THINGS)], "sg", ADJ_FOR_THING
+        elif r < 0.7:
+            head, number, pool = ["the", *self._adj(ADJ_FOR_THING, 0.4), self._c(THINGS_PL)], "pl", ADJ_FOR_THING
+        elif r < 0.85:
+            head, number, pool = ["the", self._c(PEOPLE)], "sg", ADJ_FOR_LIVING
+        else:
+            head, number, pool = ["the", self._c(ANIMALS_PL)], "pl", ADJ_FOR_LIVING
+        r = self._rng.random()
+        if r < 0.5:
+            verb = self._was(number)
+        elif r < 0.6:
+            verb = self._was(number, negative=True)
+        else:
+            verb = self._is(number)
+        degree = self._c(("very", "too", "really")) if verb.endswith("n't") else self._c(INTENSIFIERS)
+        words = [*head, *self._place(), verb, degree, self._c(pool)]
+        if self._p(0.3):
+            words += ["and", self._c(pool)]
+        return words
+
+    def _t_because(self) -> Phrase:
+        # the girl laughed happily because her brother dropped the cake
+        subj, _ = self._subject()
+        subj2, _ = self._subject()
+        words = [*subj, self._vi()[1]]
+        if self._p(0.6):
+            words.append(self._c(ADVERBS))
+        return [*words, self._c(CONJUNCTIONS), *subj2, self._vt()[1], *self._object()]
+
+    def _t_there_were(self) -> Phrase:
+        # there were nine rusty nails under the old bench this morning
+        if self._p(0.6):
+            head = ["there were", *self._thing_pl(0.7)]
+        else:
+            head = ["there was a", *self._adj(ADJ_FOR_THING, 0.7), self._c(THINGS)]
+        words = [*head, *self._place()]
+        if self._p(0.4):
+            words += self._time_past()
+        return words
+
+    def _t_modal(self) -> Phrase:
+        # the children could carry the baskets across the river
+        subj, _ = self._subject()
+        words = [*subj, self._c(MODALS), self._vt()[0], *self._object()]
+        if self._p(0.6):
+            words += self._place()
+        return words
+
+    def _t_pair_of_names(self) -> Phrase:
+        # alice and the old baker painted the fence last summer
+        second = [self._c(NAMES)] if self._p(0.5) else ["the", *self._adj(ADJ_FOR_LIVING, 0.4), self._c(PEOPLE)]
+        return [self._c(NAMES), "and", *second, self._vt()[1], *self._object(), *self._time_past()]
+
+    def _t_imperative(self) -> Phrase:
+        # please carry the heavy box into the kitchen
+        words = [self._vt()[0], *self._object(), *self._place()]
+        if self._p(0.3):
+            words += self._time_future()
+        return ["please", *words] if self._p(0.6) else words
+
+    def _t_intent(self) -> Phrase:
+        # the young king wanted to buy a golden ring
+        subj, _ = self._subject()
+        words = [*subj, self._c(INTENT_PAST), "to", self._vt()[0], *self._object()]
+        if self._p(0.35):
+            words += self._time_past()
+        return words
+
+    def _t_present_intransitive(self) -> Phrase:
+        # the children play happily in the park every afternoon
+        subj, number = self._subject()
+        words = [*subj, self._present(self._vi(), number)]
+        if self._p(0.6):
+            words.append(self._c(ADVERBS))
+        if self._p(0.7):
+            words += self._place()
+        return [*words, *self._time_habit()]
+
+    def _t_be_ing_question(self) -> Phrase:
+        # are the children playing near the river
+        subj, number = self._subject()
+        if self._p(0.5):
+            be = self._is(number)
+        else:
+            be = self._was(number)
+        return [be, *subj, self._vi()[3], *self._place()]
+
+    def _t_ditransitive(self) -> Phrase:
+        # grandmother gave the little boy a green apple
+        subj, _ = self._subject()
+        r = self._rng.random()
+        if r < 0.4:
+            recipient = self._person_sg()
+        elif r < 0.6:
+            recipient = ["the", *self._adj(ADJ_FOR_LIVING, 0.3), self._c(PEOPLE_PL)]
+        else:
+            recipient = [self._c(OBJECT_PRONOUNS)]
+        obj = self._thing_sg() if self._p(0.6) else self._thing_pl()
+        words = [*subj, self._c(DITRANSITIVE_PAST), *recipient, *obj]
+        if self._p(0.35):
+            words += self._time_past()
+        return words
+
+    def _t_reported(self) -> Phrase:
+        # my uncle said that the pirates stole the golden crown
+        subj, _ = self._subject()
+        subj2, _ = self._subject()
+        return [*subj, self._c(REPORT_PAST), "that", *subj2, self._vt()[1], *self._object()]
+
+    def _t_date(self) -> Phrase:
+        # on the third of may the farmers sold forty sheep
+        subj, _ = self._subject()
+        if self._p(0.5):
+            rest = [self._vt()[1], *self._object()]
+        else:
+            rest = [self._vi()[1], *([self._c(ADVERBS)] if self._p(0.5) else []), *self._place()]
+        return [*self._date(), *subj, *rest]
+
+
+# --------------------------------------------------------------------------
+# Vocabulary and splits
+# --------------------------------------------------------------------------
+
+
+def _all_words() -> tuple[str, ...]:
+    groups: list[Iterable[str]] = [
+        NAMES, PEOPLE, PEOPLE_PL, ANIMALS, ANIMALS_PL, THINGS, THINGS_PL, PLACES,
+        ADJ_ANY, ADJ_LIVING, ADJ_THING, COLORS, NUMBERS, ORDINALS,
+        " ".join(DAY_ORDINALS).split(), WEEKDAYS, MONTHS, SEASONS, PARTS_OF_DAY,
+        MEALS, DITRANSITIVE_PAST, REPORT_PAST, INTENT_PAST, MODALS, CONJUNCTIONS,
+        WH_WORDS, INTENSIFIERS, ADVERBS, PREPOSITIONS, DET_SG, DET_PL,
+        [w for w, _ in SUBJECT_PRONOUNS], OBJECT_PRONOUNS, TIME_UNITS, _LITERALS,
+    ]
+    groups += [list(v) for v in VERBS_T]
+    groups += [list(v) for v in VERBS_I]
+    seen: dict[str, None] = {}
+    for group in groups:
+        for w in group:
+            seen[w] = None
+    return tuple(sorted(seen))
+
+
+_VOCABULARY = _all_words()
+
+
+def vocabulary() -> list[str]:
+    """Return the sorted list (a new list each call) of every word the generator can emit."""
+    return list(_VOCABULARY)
+
+
+def sentence_words(sentences: Iterable[str]) -> set[str]:
+    """Return the set of distinct space-separated words in ``sentences``."""
+    words: set[str] = set()
+    for s in sentences:
+        words.update(s.split())
+    return words
+
+
+def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
+    """Generate disjoint lists of unique sentences.
+
+    ``sizes`` maps split names to counts, e.g. ``{"train": 2000, "dev": 200,
+    "test": 200, "lm": 20000}``.  Returns a dict with the same keys in the same
+    order; each value is a list of exactly that many sentences, in generation
+    order, no sentence repeated within or across lists.  The splits are filled
+    in key order from one ``SentenceGenerator(seed)`` stream, so the result is
+    fully determined by ``(sizes, seed)``.
+
+    Raises ValueError for a negative or non-integer size, or when fewer unique
+    sentences than requested were produced within ``50 * total + 1000``
+    attempts.
+    """
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"size for split {name!r} must be a non-negative int, got {n!r}")
+    total = sum(sizes.values())
+    max_attempts = 50 * total + 1000
+    gen = SentenceGenerator(seed)
+    seen: set[str] = set()
+    out: dict[str, list[str]] = {}
+    attempts = 0
+    produced = 0
+    for name, n in sizes.items():
+        bucket: list[str] = []
+        while len(bucket) < n:
+            if attempts >= max_attempts:
+                raise ValueError(
+                    f"asked for {total} unique sentences {dict(sizes)} with seed {seed}, "
+                    f"but produced only {produced + len(bucket)} after {attempts} attempts"
+                )
+            attempts += 1
+            s = gen.sentence()
+            if s in seen:
+                continue
+            seen.add(s)
+            bucket.append(s)
+        produced += n
+        out[name] = bucket
+    return out

@@ -1,0 +1,143 @@
+"""MLflow tracking for stages: one run per stage, grouped per pipeline invocation.
+
+A stage collects params, metrics and artifacts while it works and writes them in one
+batch when it ends. With a SQLite store, writers from parallel stages (``snakemake -j 8``)
+are serialised through an advisory file lock beside the database, so none fails with
+"database is locked" and none is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+INVOCATION_ENV = "ASRFLOW_INVOCATION"
+ORCHESTRATORS = ("snakemake", "dvc")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> ``{"a.b": "value"}`` strings, for MLflow params."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _proc_start(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def invocation_id() -> str:
+    """Id shared by every stage of one pipeline invocation.
+
+    ``ASRFLOW_INVOCATION`` if set (the Snakefile sets it); otherwise derived from the
+    nearest ancestor process that is snakemake or dvc (pid + start time), so the stages
+    of one ``dvc repro`` share it too. A stage run by hand gets its own id.
+    """
+    if os.environ.get(INVOCATION_ENV):
+        return os.environ[INVOCATION_ENV]
+    pid = os.getppid()
+    try:
+        while pid > 1:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            names = [os.path.basename(a) for a in argv[:3]]
+            for orch in ORCHESTRATORS:
+                if any(n == orch or n.startswith(orch + "-") or n == f"{orch}.__main__" for n in names) or \
+                        (len(argv) > 2 and argv[1] == "-m" and argv[2] == orch):
+                    return f"{orch}-{socket.gethostname()}-{pid}-{_proc_start(pid)}"
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"standalone-{uuid.uuid4().hex[:12]}"
+
+
+def tracking_uri(cfg: dict[str, Any]) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg["tracking_uri"]
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(db) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class StageRun:
+    """Collects what a stage wants recorded; :meth:`flush` writes one MLflow run."""
+
+    def __init__(self, stage: str, dataset: str, cfg: dict[str, Any]):
+        self.stage, self.dataset, self.cfg = stage, dataset, cfg
+        self.params: dict[str, str] = {}
+        self.metrics: list[tuple[str, float, int]] = []
+        self.artifacts: list[Path] = []
+        self.tags = {"asrflow.stage": stage, "asrflow.dataset": dataset, INVOCATION_ENV.lower(): invocation_id()}
+        self.start_ms = int(time.time() * 1000)
+        self.run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.params.update(flatten(params))
+
+    def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            self.metrics.append((k, float(v), step))
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.artifacts.append(Path(path))
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.tags[key] = value
+
+    def flush(self, status: str = "FINISHED") -> str:
+        """Write the run (params, metrics, tags, artifacts) in one locked batch; return its id."""
+        import mlflow
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri(self.cfg)
+        experiment = f"asrflow-{self.dataset}"
+        with _store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                root = Path(self.cfg["artifact_root"]).resolve()
+                root.mkdir(parents=True, exist_ok=True)
+                exp_id = client.create_experiment(experiment, artifact_location=root.as_uri() if "://" not in uri or uri.startswith("sqlite") else None)
+            else:
+                exp_id = exp.experiment_id
+            run = client.create_run(exp_id, start_time=self.start_ms, tags=self.tags, run_name=self.stage)
+            now = int(time.time() * 1000)
+            params = [Param(k, v[:6000]) for k, v in sorted(self.params.items())]
+            metrics = [Metric(k, v, now, s) for k, v, s in self.metrics]
+            for i in range(0, max(len(params), len(metrics), 1), 100):
+                client.log_batch(run.info.run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
+            for a in self.artifacts:
+                if a.is_dir():
+                    client.log_artifacts(run.info.run_id, str(a), a.name)
+                elif a.exists():
+                    client.log_artifact(run.info.run_id, str(a))
+            client.set_terminated(run.info.run_id, status=status)
+        self.run_id = run.info.run_id
+        return self.run_id

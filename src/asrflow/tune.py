@@ -1,0 +1,71 @@
+"""Alpha/beta grid search for the beam-search decoder on cached dev log-probs.
+
+The acoustic model runs once (see :func:`asrflow.decode.compute_logprobs`); each worker
+process loads the KenLM model and lexicon trie once, then decodes every grid point it
+is given. Serial and parallel runs produce the same table.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asrflow.decode import BeamConfig, BeamSearch
+from asrflow.metrics import corpus_rates
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    alpha: float
+    beta: float
+
+
+def make_grid(alpha: tuple[float, float], alpha_count: int, beta: tuple[float, float], beta_count: int) -> list[GridPoint]:
+    """alpha_count x beta_count points, linearly spaced over the closed ranges."""
+    alphas = np.linspace(alpha[0], alpha[1], alpha_count) if alpha_count > 1 else np.array([alpha[0]])
+    betas = np.linspace(beta[0], beta[1], beta_count) if beta_count > 1 else np.array([beta[0]])
+    return [GridPoint(round(float(a), 6), round(float(b), 6)) for a in alphas for b in betas]
+
+
+_worker: dict = {}
+
+
+def _init_worker(tokens, lm_path, lexicon_path, cfg, logprobs, refs) -> None:
+    _worker["search"] = BeamSearch(tokens, lm_path, lexicon_path, cfg)
+    _worker["logprobs"], _worker["refs"] = logprobs, refs
+
+
+def _score_point(point: GridPoint) -> dict[str, float]:
+    search: BeamSearch = _worker["search"]
+    search.set_weights(point.alpha, point.beta)
+    hyps = [search.decode(lp) for lp in _worker["logprobs"]]
+    r = corpus_rates(_worker["refs"], hyps)
+    return {"alpha": point.alpha, "beta": point.beta, "wer": round(r["wer"], 4), "cer": round(r["cer"], 4)}
+
+
+def run_grid(points: list[GridPoint], logprobs: list[np.ndarray], refs: list[str], tokens: list[str],
+             lm_path: str | Path, lexicon_path: str | Path, cfg: BeamConfig, workers: int = 0) -> list[dict[str, float]]:
+    """Score every grid point; returns rows in grid order (alpha, beta, wer, cer).
+
+    ``workers`` processes (0 = all cores, 1 = in this process), each with its own
+    decoder and LM loaded once.
+    """
+    workers = min(workers or os.cpu_count() or 1, len(points))
+    args = (tokens, str(lm_path), str(lexicon_path), cfg, logprobs, refs)
+    if workers <= 1:
+        _init_worker(*args)
+        try:
+            return [_score_point(p) for p in points]
+        finally:
+            _worker.clear()
+    with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=args) as pool:
+        return pool.map(_score_point, points, chunksize=1)
+
+
+def best_point(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Lowest WER, ties broken by CER, then smaller alpha, then smaller beta (deterministic)."""
+    return min(rows, key=lambda r: (r["wer"], r["cer"], r["alpha"], r["beta"]))

@@ -1,0 +1,36 @@
+"""Stage 'download': LibriSpeech archives from the mirrors, or the synth corpus generated locally."""
+
+from asrflow.config import dataset_splits
+from asrflow.stagekit import Context, main
+
+
+def add_args(p):
+    p.add_argument("--out", required=True, help="corpus root (LibriSpeech/<subset>/... is written below it)")
+    p.add_argument("--archives", required=True, help="where verified archives are kept between runs")
+    p.add_argument("--metrics", required=True)
+
+
+def run(ctx: Context) -> dict:
+    subsets = [s for v in dataset_splits(ctx.params, ctx.dataset).values() for s in v]
+    cfg = ctx.params["download"][ctx.dataset]
+    if ctx.dataset == "synth":
+        from asrflow.synth import generate_corpus
+
+        def progress(done: int, total: int) -> None:
+            if done % 500 == 0 or done == total:
+                ctx.log(f"synthesised {done}/{total}")
+        missing = sorted(set(subsets) - set(cfg["utterances"]))
+        if missing:
+            raise ValueError(f"datasets.synth.splits names subsets {missing} that download.synth.utterances "
+                             f"does not generate ({sorted(cfg['utterances'])})")
+        return generate_corpus(cfg, ctx.params["seed"], ctx.args.out,
+                               sample_rate=ctx.params["features"]["sample_rate"], workers=cfg["workers"],
+                               progress=progress)
+    from asrflow.librispeech import download_librispeech
+    counts = download_librispeech(subsets, cfg["mirrors"], ctx.args.out, ctx.args.archives,
+                                  checksums=cfg["checksums"], timeout=cfg["timeout_s"])
+    return {f"files_{k}": v for k, v in counts.items()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main("download", add_args, run))

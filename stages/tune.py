@@ -1,0 +1,60 @@
+"""Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once."""
+
+import csv
+from pathlib import Path
+
+from asrflow.decode import BeamConfig, compute_logprobs, greedy_decode
+from asrflow.metrics import corpus_rates
+from asrflow.stagekit import Context, main, write_json
+from asrflow.text import Tokenizer
+from asrflow.tune import best_point, make_grid, run_grid
+
+
+def add_args(p):
+    p.add_argument("--manifests", required=True)
+    p.add_argument("--model", required=True, help="model directory holding model.pt")
+    p.add_argument("--lm", required=True, help="LM directory holding lm.bin and lexicon.txt")
+    p.add_argument("--cache", required=True, help="log-prob cache directory (content-addressed)")
+    p.add_argument("--out", required=True, help="tuning results directory (best.json, grid.csv)")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--plots", required=True, help="grid CSV for DVC plots")
+
+
+def run(ctx: Context) -> dict:
+    a, t = ctx.args, ctx.params["tune"]
+    model = f"{a.model}/model.pt"
+    logprobs, rows, am_seconds = compute_logprobs(model, f"{a.manifests}/dev.parquet", a.cache, t["max_utterances"])
+    refs = rows["text"].tolist()
+    import torch
+    tokens = torch.load(model, map_location="cpu", weights_only=True)["vocab"]
+    greedy = corpus_rates(refs, [greedy_decode(lp, Tokenizer(tokens)) for lp in logprobs])
+    points = make_grid(tuple(t["alpha"]), t["alpha_count"], tuple(t["beta"]), t["beta_count"])
+    cfg = BeamConfig(**ctx.params["decode"])
+    import time
+    t0 = time.perf_counter()
+    grid = run_grid(points, logprobs, refs, tokens, f"{a.lm}/lm.bin", f"{a.lm}/lexicon.txt", cfg, t["workers"])
+    grid_seconds = time.perf_counter() - t0
+    best = best_point(grid)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (out / "grid.csv", Path(a.plots)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["alpha", "beta", "wer", "cer"])
+            w.writeheader()
+            w.writerows(grid)
+    write_json(out / "best.json", {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]})
+    ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
+            f"(greedy {greedy['wer']:.2f}%), {len(grid)} points in {grid_seconds:.1f} s")
+    for i, row in enumerate(grid):
+        ctx.tracker.log_metrics({"grid_wer": row["wer"], "grid_cer": row["cer"]}, step=i)
+    ctx.tracker.set_tag("asrflow.best_point", f"alpha={best['alpha']},beta={best['beta']}")
+    ctx.tracker.log_artifact(out / "grid.csv")
+    return {"alpha": best["alpha"], "beta": best["beta"], "dev_wer": best["wer"], "dev_cer": best["cer"],
+            "greedy_dev_wer": round(greedy["wer"], 4), "greedy_dev_cer": round(greedy["cer"], 4),
+            "points": len(grid), "utterances": len(refs), "beam_size": cfg.beam_size,
+            "grid_seconds": round(grid_seconds, 2), "acoustic_seconds": round(am_seconds, 2)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main("tune", add_args, run))
