@@ -35,7 +35,8 @@ class BeamSearch:
     """Lexicon-constrained CTC beam search with a KenLM n-gram (flashlight-text)."""
 
     def __init__(self, tokens: list[str], lm_path: str | Path, lexicon_path: str | Path, cfg: BeamConfig):
-        from flashlight.lib.text.decoder import KenLM, SmearingMode, Trie
+        from flashlight.lib.text.decoder import SmearingMode, Trie
+        from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
 
         self.cfg = cfg

@@ -78,10 +78,9 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
         rows, bad = read_transcripts(sdir)
         rejects += [{"split": split, "subset": subset, **r} for r in bad]
         seen: set[str] = set()
-        listed_audio = set()
+        listed = {r["utt_id"] for r in bad} | {utt_id for utt_id, _, _ in rows}
         for utt_id, text, trans in rows:
             audio = trans.parent / f"{utt_id}.flac"
-            listed_audio.add(audio)
             reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": str(audio)}
             if utt_id in seen:
                 rejects.append({**reject, "reason": "duplicate_id", "detail": f"second line for {utt_id} in {trans}"})
@@ -97,7 +96,7 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
                 continue
             candidates.append((utt_id, text, audio, subset))
         for audio in sorted(sdir.rglob("*.flac")):
-            if audio not in listed_audio:
+            if audio.stem not in listed:
                 rejects.append({"split": split, "subset": subset, "utt_id": audio.stem, "path": str(audio),
                                 "reason": "no_transcript", "detail": "no line in the chapter's trans.txt"})
     workers = cfg.workers or os.cpu_count() or 1

@@ -1,0 +1,70 @@
+"""Shared fixtures: the repo's tools on PATH, a tiny pipeline config, throwaway repo copies."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The stage commands call `python`, `torchrun`, `snakemake`, `dvc`, `lmplz`: the venv's and
+# KenLM's (built by `make install`), whatever shell pytest was started from.
+os.environ["PATH"] = os.pathsep.join([str(REPO / ".venv" / "bin"), str(REPO / ".tools" / "kenlm" / "bin"),
+                                      os.environ.get("PATH", "")])
+
+
+def tiny_params() -> dict:
+    """params.yaml shrunk so the whole chain runs in well under a minute on 2 cores."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    s = p["download"]["synth"]
+    s.update(voices=["en-us", "en-gb"], variants=["m1", "f1", "m3", "f3"], dev_speakers=1, test_speakers=1,
+             utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
+    p["stats"]["sample_size"] = 16
+    p["train"].update(epochs=2, rnn_layers=1, rnn_hidden=32, conv_channels=4, batch_frames=3000, warmup_steps=4)
+    p["tune"].update(alpha_count=3, beta_count=2, max_utterances=0)
+    p["decode"]["beam_size"] = 8
+    return p
+
+
+@pytest.fixture
+def params() -> dict:
+    return copy.deepcopy(tiny_params())
+
+
+def copy_repo(dest: Path, params: dict | None = None) -> Path:
+    """A fresh git repo at ``dest`` holding the project's files (what a clone would hold).
+
+    The venv and KenLM build are linked, not copied. ``params`` replaces params.yaml.
+    """
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if not src.is_file():
+            continue
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / f)
+    for link in (".venv", ".tools"):
+        if (REPO / link).exists():
+            (dest / link).symlink_to(REPO / link)
+    if params is not None:
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True, env: dict | None = None):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

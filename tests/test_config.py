@@ -1,0 +1,48 @@
+import copy
+
+import pytest
+import yaml
+
+from asrflow.config import ParamsError, eval_splits, load_params, validate_params
+from conftest import REPO, tiny_params
+
+
+def test_repo_params_are_valid():
+    p = load_params(REPO / "params.yaml")
+    assert p["dataset"] == "synth"
+    assert eval_splits(p, "librispeech") == ["test-clean", "test-other"]
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda p: p["train"].update(epochz=3), ["unknown key", "train", "epochz", "epochs"]),
+    (lambda p: p.update(extra=1), ["unknown key", "extra"]),
+    (lambda p: p["train"].update(epochs="ten"), ["train.epochs", "'ten'", "integer"]),
+    (lambda p: p["tune"].update(alpha=[2.0, 0.5]), ["tune.alpha", "min <= max"]),
+    (lambda p: p["decode"].update(beam_size=-5), ["decode.beam_size", "-5"]),
+    (lambda p: p.update(dataset="timit"), ["dataset", "timit", "synth", "librispeech"]),
+    (lambda p: p["manifest"].update(min_duration=30.0), ["manifest.min_duration", "max_duration"]),
+])
+def test_bad_params_name_the_key(mutate, words):
+    p = tiny_params()
+    mutate(p)
+    with pytest.raises(ParamsError) as e:
+        validate_params(p)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_shell_metacharacters_are_data(tmp_path):
+    p = tiny_params()
+    p["mlflow"]["artifact_root"] = "mlruns/a; touch pwned"
+    validate_params(p)  # a string is a string: nothing is ever passed through a shell
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(p))
+    assert load_params(f)["mlflow"]["artifact_root"].endswith("touch pwned")
+
+
+def test_unsafe_yaml_is_refused(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("dataset: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(f)
+    assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,41 @@
+import numpy as np
+import soundfile as sf
+import torch
+
+from asrflow.features import FeatureConfig, LogMel, compute_stats, num_frames
+from asrflow.model import DeepSpeech2, ModelConfig, count_parameters
+from asrflow.train import epoch_batches, make_batches
+
+
+def test_logmel_shape_and_stats(tmp_path):
+    cfg = FeatureConfig(n_mels=40)
+    x = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    sf.write(tmp_path / "a.flac", x, 16000)
+    feats = LogMel(cfg)(torch.from_numpy(x))
+    assert feats.shape == (num_frames(16000, cfg), 40)
+    s = compute_stats([str(tmp_path / "a.flac")], cfg)
+    assert len(s["mean"]) == 40 and s["frames"] == feats.shape[0] and min(s["std"]) > 0
+
+
+def test_model_output_lengths_match():
+    cfg = ModelConfig(n_mels=40, vocab_size=30, conv_channels=4, rnn_layers=2, rnn_hidden=16)
+    m = DeepSpeech2(cfg).eval()
+    x = torch.randn(3, 101, 40)
+    lens = torch.tensor([101, 80, 33])
+    lp, out = m(x, lens)
+    assert lp.shape[0] == 3 and lp.shape[2] == 30 and int(out[0]) == lp.shape[1]
+    assert out.tolist() == [51, 40, 17]  # time stride 2
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(lp.shape[:2]), atol=1e-5)
+    assert count_parameters(m) > 0
+
+
+def test_batches_cover_each_utterance_once_per_epoch():
+    durs = list(np.random.default_rng(1).uniform(1, 10, 101))
+    batches = make_batches(durs, 40.0)
+    assert sorted(i for b in batches for i in b) == list(range(101))
+    assert all(max(durs[i] for i in b) * len(b) <= 40.0 or len(b) == 1 for b in batches)
+    e0 = epoch_batches(batches, 0, 7, 0, 1)
+    assert e0 == batches  # SortaGrad: first epoch in duration order
+    assert epoch_batches(batches, 1, 7, 0, 1) != batches
+    r0, r1 = epoch_batches(batches, 1, 7, 0, 2), epoch_batches(batches, 1, 7, 1, 2)
+    assert not {tuple(b) for b in r0} & {tuple(b) for b in r1} and len(r0) == len(r1)

@@ -1,0 +1,78 @@
+"""Snakefile and dvc.yaml are one pipeline: dvc.yaml is generated and current, and
+Snakemake's resolved rules equal DVC's resolved stages (commands, deps, outs)."""
+
+import re
+
+import pytest
+
+from asrflow import pipeline as P
+from conftest import REPO, run
+
+
+def test_dvc_yaml_is_current():
+    assert (REPO / "dvc.yaml").read_text() == P.render_dvc_yaml(), \
+        "dvc.yaml is stale: run `python -m asrflow.pipeline > dvc.yaml`"
+
+
+def snakemake_jobs() -> dict[str, dict]:
+    out = run(["snakemake", "-n", "-p", "--forceall", "reports/synth_wer.md"], cwd=REPO).stdout
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        if not m:
+            continue
+        fields = dict(re.findall(r"^    (input|output): (.*)$", block, re.M))
+        shell = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
+        jobs[m.group(1)] = {"deps": set(fields.get("input", "").split(", ")) - {""},
+                            "outs": set(fields["output"].split(", ")),
+                            "cmd": re.sub(r" 2>&1 \| tee logs/\S+$", "", shell)}
+    return jobs
+
+
+def dvc_stages() -> dict[str, dict]:
+    from dvc.repo import Repo
+    stages = {}
+    with Repo(str(REPO)) as repo:
+        for s in repo.index.stages:
+            stages[s.name] = {
+                "cmd": s.cmd,
+                "deps": {d.def_path for d in s.deps if not hasattr(d, "params") or d.def_path != "params.yaml"},
+                "outs": {o.def_path for o in s.outs},
+                "params": sorted(p for d in s.deps if d.def_path == "params.yaml" for p in (d.params or [])),
+            }
+    return stages
+
+
+def test_snakemake_and_dvc_agree():
+    smk, dvc = snakemake_jobs(), dvc_stages()
+    assert set(smk) == set(dvc) == {s.name for s in P.STAGES}
+    for name in smk:
+        assert smk[name]["cmd"] == dvc[name]["cmd"], name
+        assert smk[name]["deps"] == dvc[name]["deps"], name
+        assert smk[name]["outs"] == dvc[name]["outs"], name
+        assert dvc[name]["params"] == sorted(P.stage(name).params), name
+
+
+def test_each_snakemake_rule_reads_its_own_stage():
+    text = (REPO / "Snakefile").read_text()
+    for block in re.split(r"\n(?=rule )", text):
+        m = re.match(r"rule (\w+):", block)
+        if not m or m.group(1) == "all":
+            continue
+        names = set(re.findall(r'P\.smk_\w+\("(\w+)"', block))
+        assert names == {m.group(1)}, (m.group(1), names)
+        assert f'log: "logs/{{dataset}}/{m.group(1)}.log"' in block
+
+
+@pytest.mark.parametrize("stage", [s.name for s in P.STAGES])
+def test_stage_entry_point_exists_and_validates(stage, tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text((REPO / "params.yaml").read_text().replace("seed: 1234", "seed: 1234\nsede: 1"))
+    proc = run(["python", f"stages/{stage}.py", "--params", str(bad), "--dataset", "synth"] + _dummy_args(stage),
+               cwd=REPO, check=False)
+    assert proc.returncode == 2 and "unknown key" in proc.stderr and "sede" in proc.stderr, proc.stderr
+
+
+def _dummy_args(stage: str) -> list[str]:
+    opts = re.findall(r"--([a-z-]+) ", P.stage(stage).cmd.split(f"stages/{stage}.py")[1] + " ")
+    return [x for o in opts if o not in ("params", "dataset") for x in (f"--{o}", str(REPO / "nonexistent"))]

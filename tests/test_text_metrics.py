@@ -1,0 +1,51 @@
+import random
+
+import jiwer
+import pytest
+
+from asrflow.metrics import char_errors, corpus_rates, word_errors
+from asrflow.text import BLANK, SPACE, Tokenizer, build_vocab, normalize, read_vocab, write_vocab
+
+
+def test_vocab_roundtrip_and_threshold(tmp_path):
+    tokens, dropped = build_vocab(["ab ba", "abc"], min_count=2)
+    assert tokens == [BLANK, SPACE, "a", "b"] and dropped == {"c": 1}
+    write_vocab(tokens, tmp_path / "v.txt")
+    assert read_vocab(tmp_path / "v.txt") == tokens
+
+
+def test_tokenizer_encode_greedy():
+    tok = Tokenizer([BLANK, SPACE, "a", "b"])
+    ids = tok.encode("ab ba")
+    assert tok.decode(ids) == "ab ba"
+    # CTC path: repeats collapse, blanks separate real repeats
+    assert tok.greedy([2, 2, 0, 3, 1, 1, 3, 0, 2]) == "ab ba"
+    with pytest.raises(KeyError, match="'z'"):
+        tok.encode("z")
+
+
+def test_normalize():
+    assert normalize("  HELLO   World\t") == "hello world"
+
+
+def test_error_totals_match_jiwer_on_random_pairs():
+    rng = random.Random(0)
+    words = "a b c d e f".split()
+    for _ in range(2000):
+        ref = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+        hyp = " ".join(rng.choice(words) for _ in range(rng.randint(0, 8)))
+        w = word_errors(ref, hyp)
+        j = jiwer.process_words(ref, hyp) if hyp else None
+        if j is not None:
+            assert w.errors == j.substitutions + j.deletions + j.insertions
+        else:
+            assert w.deletions == len(ref.split())
+        assert char_errors(ref, hyp).errors == (
+            jiwer.process_characters(ref, hyp).substitutions + jiwer.process_characters(ref, hyp).deletions
+            + jiwer.process_characters(ref, hyp).insertions if hyp else len(ref))
+
+
+def test_corpus_rates():
+    r = corpus_rates(["the cat sat", "a dog"], ["the cat sat", "a log ran"])
+    assert r["words"] == 5 and r["substitutions"] == 1 and r["insertions"] == 1
+    assert r["wer"] == pytest.approx(40.0)
