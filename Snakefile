@@ -36,6 +36,7 @@ rule download:
     input: P.smk_inputs("download")
     output: P.smk_outputs("download", directory)
     params: values=P.smk_params("download", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/download.log"
     benchmark: "benchmarks/{dataset}/download.tsv"
     threads: workflow.cores  # synthesis / extraction use every core
@@ -47,6 +48,7 @@ rule manifest:
     input: P.smk_inputs("manifest")
     output: P.smk_outputs("manifest", directory)
     params: values=P.smk_params("manifest", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/manifest.log"
     benchmark: "benchmarks/{dataset}/manifest.tsv"
     threads: workflow.cores  # header reads are spread over all cores
@@ -57,6 +59,7 @@ rule stats:
     input: P.smk_inputs("stats")
     output: P.smk_outputs("stats", directory)
     params: values=P.smk_params("stats", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/stats.log"
     shell: P.smk_shell("stats", config) + " 2>&1 | tee {log}"
 
@@ -65,6 +68,7 @@ rule vocab:
     input: P.smk_inputs("vocab")
     output: P.smk_outputs("vocab", directory)
     params: values=P.smk_params("vocab", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/vocab.log"
     shell: P.smk_shell("vocab", config) + " 2>&1 | tee {log}"
 
@@ -73,6 +77,7 @@ rule lm:
     input: P.smk_inputs("lm")
     output: P.smk_outputs("lm", directory)
     params: values=P.smk_params("lm", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/lm.log"
     benchmark: "benchmarks/{dataset}/lm.tsv"
     shell: P.smk_shell("lm", config) + " 2>&1 | tee {log}"
@@ -82,6 +87,7 @@ rule train:
     input: P.smk_inputs("train")
     output: P.smk_outputs("train", directory)
     params: values=P.smk_params("train", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/train.log"
     benchmark: "benchmarks/{dataset}/train.tsv"
     threads: workflow.cores  # torch uses every core on CPU
@@ -93,6 +99,7 @@ rule tune:
     input: P.smk_inputs("tune")
     output: P.smk_outputs("tune", directory)
     params: values=P.smk_params("tune", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/tune.log"
     benchmark: "benchmarks/{dataset}/tune.tsv"
     threads: workflow.cores  # one decoder process per core
@@ -103,6 +110,7 @@ rule evaluate:
     input: P.smk_inputs("evaluate")
     output: P.smk_outputs("evaluate", directory)
     params: values=P.smk_params("evaluate", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/evaluate.log"
     benchmark: "benchmarks/{dataset}/evaluate.tsv"
     shell: P.smk_shell("evaluate", config) + " 2>&1 | tee {log}"
@@ -112,6 +120,7 @@ rule report:
     input: P.smk_inputs("report")
     output: P.smk_outputs("report", directory)
     params: values=P.smk_params("report", config)
+    conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/report.log"
     shell: P.smk_shell("report", config) + " 2>&1 | tee {log}"
 

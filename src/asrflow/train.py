@@ -99,6 +99,8 @@ class TrainResult:
     audio_hours: float
     device: str
     skipped_utterances: int
+    padding_fraction: float
+    train_audio_s_per_s: float
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -201,7 +203,12 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     batch_seconds = train_cfg["batch_frames"] * feat_cfg.hop_ms / 1000
-    batches = make_batches(rows["duration"].tolist(), batch_seconds)
+    durations = rows["duration"].tolist()
+    batches = make_batches(durations, batch_seconds)
+    padded = sum(max(durations[i] for i in b) * len(b) for b in batches)
+    padding_fraction = 1.0 - float(sum(durations)) / padded if padded else 0.0
+    if master:
+        log(f"{len(batches)} batches of <= {batch_seconds:.0f} s audio; padding fraction {padding_fraction:.3f}")
     ds = UtteranceDataset(rows, tokenizer, fe, mean, std)
     dev_ds = UtteranceDataset(dev_rows, tokenizer, fe, mean, std)
     dev_loader = torch.utils.data.DataLoader(
@@ -265,8 +272,11 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    audio_seconds = float(sum(durations)) * epochs_done
     return TrainResult(params=n_params, epochs=epochs_done, steps=step, best_epoch=best[2],
                        best_dev_cer=round(best[0], 4), best_dev_wer=round(best[1], 4),
                        train_seconds=round(train_seconds, 1),
-                       audio_hours=round(float(rows["duration"].sum()) * epochs_done / 3600, 4),
-                       device=str(device), skipped_utterances=skipped)
+                       audio_hours=round(audio_seconds / 3600, 4),
+                       device=str(device), skipped_utterances=skipped,
+                       padding_fraction=round(padding_fraction, 4),
+                       train_audio_s_per_s=round(audio_seconds / max(train_seconds, 1e-9), 2))
