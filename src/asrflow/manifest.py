@@ -138,8 +138,10 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
     all_rejects: list[dict] = []
+    speakers: dict[str, set[str]] = {}
     for split, subsets in splits.items():
         df, rejects = build_split(raw_dir, split, subsets, cfg)
+        speakers[split] = set(df["speaker_id"])
         all_rejects += rejects
         if df.empty:
             raise ValueError(f"split '{split}' has no usable utterance ({len(rejects)} rejected; see rejects)")
@@ -150,6 +152,11 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out_dir / f"{split}.parquet")
         metrics[f"{split}_utterances"] = int(len(df))
         metrics[f"{split}_hours"] = round(float(df["duration"].sum()) / 3600, 4)
+        metrics[f"{split}_speakers"] = len(speakers[split])
+    for split in splits:
+        if split != "train":
+            # Speakers a scored split shares with training: 0 means the split measures unseen voices.
+            metrics[f"{split}_speakers_in_train"] = len(speakers[split] & speakers.get("train", set()))
     rej = pd.DataFrame(all_rejects, columns=REJECT_COLUMNS)
     pq.write_table(pa.Table.from_pandas(rej, preserve_index=False), out_dir / "rejects.parquet")
     reasons = Counter(r["reason"] for r in all_rejects)

@@ -93,15 +93,21 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
               "", "![alpha/beta error surface](" + surface.name + ")", "",
               "## Model and training", "",
               f"- DeepSpeech2-style CTC model, {tr['params']:,} parameters",
-              f"- {tr['epochs']} epochs, {tr['steps']} steps, {_fmt(tr['audio_hours'])} h of audio seen, "
-              f"{_fmt(tr['train_seconds'] / 60, 1)} min wall time on {tr['device']}",
+              f"- {tr['epochs']} epochs, {tr['steps']} steps, {_fmt(tr['audio_hours'])} h of audio seen "
+              f"(padding {_fmt(100 * tr.get('padding_fraction', 0.0), 1)}% of batch frames)",
+              f"- training wall time {_fmt(tr['train_seconds'] / 60, 1)} min on {tr['device']} "
+              f"({_fmt(tr.get('train_audio_s_per_s', 0.0), 1)} audio-s/s)",
               f"- best epoch {tr['best_epoch']} by dev CER ({_fmt(tr['best_dev_cer'])}%)",
               "", "![learning curve](" + curve_png.name + ")", "",
               "## Data", "",
-              "| split | utterances | hours |", "|---|---:|---:|"]
+              "Splits hold out whole speakers: the last column counts a split's speakers that also "
+              "occur in training (0 = every test voice is unseen). Sentences are disjoint across splits.", "",
+              "| split | utterances | hours | speakers | speakers also in train |", "|---|---:|---:|---:|---:|"]
     for key in sorted(k for k in man if k.endswith("_utterances")):
         split = key[: -len("_utterances")]
-        lines.append(f"| {split} | {man[key]} | {_fmt(man.get(f'{split}_hours', 0.0), 3)} |")
+        shared = "—" if split == "train" else man.get(f"{split}_speakers_in_train", "?")
+        lines.append(f"| {split} | {man[key]} | {_fmt(man.get(f'{split}_hours', 0.0), 3)} | "
+                     f"{man.get(f'{split}_speakers', '?')} | {shared} |")
     rejected = {k[len("rejected_"):]: v for k, v in man.items() if k.startswith("rejected_")}
     lines += ["", f"Rejected by the manifest stage: {man.get('rejected', 0)}"
               + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")" if rejected else ""), ""]

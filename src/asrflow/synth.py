@@ -87,7 +87,8 @@ def synthesize(utt: Utterance, out_path: Path, sample_rate: int = 16000) -> None
     if espeak.returncode != 0 or not espeak.stdout:
         raise RuntimeError(f"espeak-ng failed for {utt.utt_id}: {espeak.stderr.decode(errors='replace').strip()}")
     sox = subprocess.run(
-        ["sox", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", str(out_path), "gain", "-n", "-1"],
+        # -R: repeatable mode (fixed dither seed), so the corpus is byte-identical run to run.
+        ["sox", "-R", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", str(out_path), "gain", "-n", "-1"],
         input=espeak.stdout, capture_output=True, check=False)
     if sox.returncode != 0:
         raise RuntimeError(f"sox failed for {utt.utt_id}: {sox.stderr.decode(errors='replace').strip()}")
