@@ -10,6 +10,7 @@ from asrflow.decode import BeamConfig, BeamSearch, compute_logprobs, greedy_deco
 from asrflow.metrics import char_errors, corpus_rates, word_errors
 from asrflow.stagekit import Context, main
 from asrflow.text import Tokenizer
+from asrflow.train import checkpoint_vocab
 
 
 def add_args(p):
@@ -26,8 +27,7 @@ def run(ctx: Context) -> dict:
     a = ctx.args
     model = f"{a.model}/model.pt"
     best = json.loads(Path(a.tune, "best.json").read_text())
-    import torch
-    tokens = torch.load(model, map_location="cpu", weights_only=True)["vocab"]
+    tokens = checkpoint_vocab(model)
     tok = Tokenizer(tokens)
     search = BeamSearch(tokens, f"{a.lm}/lm.bin", f"{a.lm}/lexicon.txt", BeamConfig(**ctx.params["decode"]))
     search.set_weights(best["alpha"], best["beta"])

@@ -1,12 +1,14 @@
 """Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once."""
 
 import csv
+import time
 from pathlib import Path
 
 from asrflow.decode import BeamConfig, compute_logprobs, greedy_decode
 from asrflow.metrics import corpus_rates
 from asrflow.stagekit import Context, main, write_json
 from asrflow.text import Tokenizer
+from asrflow.train import checkpoint_vocab
 from asrflow.tune import best_point, make_grid, run_grid
 
 
@@ -25,12 +27,10 @@ def run(ctx: Context) -> dict:
     model = f"{a.model}/model.pt"
     logprobs, rows, am_seconds = compute_logprobs(model, f"{a.manifests}/dev.parquet", a.cache, t["max_utterances"])
     refs = rows["text"].tolist()
-    import torch
-    tokens = torch.load(model, map_location="cpu", weights_only=True)["vocab"]
+    tokens = checkpoint_vocab(model)
     greedy = corpus_rates(refs, [greedy_decode(lp, Tokenizer(tokens)) for lp in logprobs])
     points = make_grid(tuple(t["alpha"]), t["alpha_count"], tuple(t["beta"]), t["beta_count"])
     cfg = BeamConfig(**ctx.params["decode"])
-    import time
     t0 = time.perf_counter()
     grid = run_grid(points, logprobs, refs, tokens, f"{a.lm}/lm.bin", f"{a.lm}/lexicon.txt", cfg, t["workers"])
     grid_seconds = time.perf_counter() - t0

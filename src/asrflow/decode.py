@@ -12,14 +12,21 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from flashlight.lib.text.decoder import CriterionType, LexiconDecoder, LexiconDecoderOptions, SmearingMode, Trie
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
+
 from asrflow.text import BLANK, SPACE, Tokenizer
+from asrflow.train import load_checkpoint, utterance_features
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,6 @@ class BeamSearch:
     """Lexicon-constrained CTC beam search with a KenLM n-gram (flashlight-text)."""
 
     def __init__(self, tokens: list[str], lm_path: str | Path, lexicon_path: str | Path, cfg: BeamConfig):
-        from flashlight.lib.text.decoder import SmearingMode, Trie
-        from flashlight.lib.text.decoder.kenlm import KenLM
-        from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
-
         self.cfg = cfg
         self.tokens = tokens
         self.token_dict = Dictionary(tokens)
@@ -63,8 +66,6 @@ class BeamSearch:
 
     def set_weights(self, alpha: float, beta: float) -> None:
         """Use LM weight ``alpha`` and word insertion score ``beta`` (cheap: no LM reload)."""
-        from flashlight.lib.text.decoder import CriterionType, LexiconDecoder, LexiconDecoderOptions
-
         if self._weights == (alpha, beta):
             return
         opts = LexiconDecoderOptions(
@@ -109,16 +110,13 @@ def cache_key(model_path: str | Path, manifest_path: str | Path, extra: dict[str
 
 
 def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_dir: str | Path | None = None,
-                     limit: int = 0, threads: int = 0) -> tuple[list[np.ndarray], "Any", float]:
+                     limit: int = 0, threads: int = 0) -> tuple[list[np.ndarray], pd.DataFrame, float]:
     """Run the acoustic model once over a manifest; return per-utterance log-probs.
 
     Returns ``(logprobs, manifest_rows, seconds)``. With ``cache_dir`` the result is stored
     under a content hash of checkpoint, manifest and ``limit``; a cache made from another
     checkpoint or manifest has another key and is never reused.
     """
-    from asrflow.train import load_checkpoint, utterance_features
-    import pandas as pd
-
     rows = pd.read_parquet(manifest_path)
     if limit:
         rows = rows.iloc[:limit]
@@ -132,7 +130,6 @@ def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_di
     if threads:
         torch.set_num_threads(threads)
     model, ckpt, fe, mean, std = load_checkpoint(model_path)
-    import time
     t0 = time.perf_counter()
     out = []
     with torch.inference_mode():

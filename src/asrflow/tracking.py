@@ -112,7 +112,6 @@ class StageRun:
 
     def flush(self, status: str = "FINISHED") -> str:
         """Write the run (params, metrics, tags, artifacts) in one locked batch; return its id."""
-        import mlflow
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
@@ -122,9 +121,12 @@ class StageRun:
             client = MlflowClient(tracking_uri=uri)
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
-                root = Path(self.cfg["artifact_root"]).resolve()
-                root.mkdir(parents=True, exist_ok=True)
-                exp_id = client.create_experiment(experiment, artifact_location=root.as_uri() if "://" not in uri or uri.startswith("sqlite") else None)
+                location = None  # a tracking server decides where artifacts go
+                if not uri.startswith(("http://", "https://")):
+                    root = Path(self.cfg["artifact_root"]).resolve()
+                    root.mkdir(parents=True, exist_ok=True)
+                    location = root.as_uri()
+                exp_id = client.create_experiment(experiment, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
             run = client.create_run(exp_id, start_time=self.start_ms, tags=self.tags, run_name=self.stage)

@@ -142,6 +142,11 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     return model, ckpt, fe, mean, std
 
 
+def checkpoint_vocab(path: str | Path) -> list[str]:
+    """The vocabulary stored in a checkpoint (loaded with ``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["vocab"]
+
+
 def evaluate_greedy(model: nn.Module, loader, tokenizer: Tokenizer, device: torch.device) -> dict[str, float]:
     model.eval()
     refs, hyps = [], []
