@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from asrflow.repro import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,27 +39,12 @@ def params() -> dict:
 
 
 def copy_repo(dest: Path, params: dict | None = None) -> Path:
-    """A fresh git repo at ``dest`` holding the project's files (what a clone would hold).
-
-    The venv and KenLM build are linked, not copied. ``params`` replaces params.yaml.
-    """
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if not src.is_file():
-            continue
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / f)
-    for link in (".venv", ".tools"):
-        if (REPO / link).exists():
-            (dest / link).symlink_to(REPO / link)
+    """A throwaway copy of the project at ``dest``; ``params`` replaces params.yaml."""
+    copy_project(REPO, dest)
     if params is not None:
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
-    subprocess.run(git + ["commit", "-qm", "copy"], cwd=dest, check=True)
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "params"],
+                       cwd=dest, check=True)
     return dest
 
 

@@ -2,7 +2,6 @@
 each in a throwaway copy of the repo, with the real tools (espeak-ng, sox, lmplz,
 flashlight, torchrun, snakemake, dvc, mlflow)."""
 
-import hashlib
 import json
 import math
 import os
@@ -12,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asrflow import pipeline as P
+from asrflow.repro import product_digests
 from conftest import copy_repo, run, tiny_params
 
 STAGES = [s.name for s in P.STAGES]
@@ -38,36 +38,6 @@ def assert_report_has_numbers(repo):
     assert (repo / "reports/synth_wer_curve.png").stat().st_size > 1000
 
 
-# Everything a run produces that must be byte-identical between two runs from clean.
-PRODUCTS = ["data/synth/raw", "data/synth/manifests", "data/synth/stats.json", "data/synth/vocab.txt",
-            "data/synth/lm/lm.bin", "data/synth/lm/lm.arpa", "models/synth/model.pt",
-            "results/synth/tune/grid.csv", "results/synth/tune/best.json", "results/synth/evaluate",
-            "metrics/synth/evaluate.json", "reports/synth_wer.md"]
-
-
-def comparable(path) -> bytes:
-    """The bytes of a product that must repeat: wall-clock figures are left out of metrics
-    JSON and of the report (they are timings, like timestamps); everything else is kept."""
-    if path.name.endswith(".json") and path.parent.name == "synth" and path.parent.parent.name == "metrics":
-        m = json.loads(path.read_text())
-        m.pop("stage_seconds", None)
-        return json.dumps(m, sort_keys=True).encode()
-    if path.suffix == ".md":
-        return "\n".join(l for l in path.read_text().splitlines() if "wall time" not in l).encode()
-    return path.read_bytes()
-
-
-def digests(repo) -> dict[str, str]:
-    out = {}
-    for rel in PRODUCTS:
-        p = repo / rel
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        for f in files:
-            if f.name != ".snakemake_timestamp":  # Snakemake's own marker in directory outputs
-                out[str(f.relative_to(repo))] = hashlib.sha256(comparable(f)).hexdigest()
-    return out
-
-
 SMK_DIGESTS: dict[str, str] = {}
 
 
@@ -76,7 +46,7 @@ def smk_repo(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("smk"), tiny_params())
     os.environ.pop("ASRFLOW_INVOCATION", None)
     run(["snakemake", "-j", "2", "reports/synth_wer.md"], cwd=repo, env=ENV)
-    SMK_DIGESTS.update(digests(repo))
+    SMK_DIGESTS.update(product_digests(repo))
     return repo
 
 
@@ -133,6 +103,6 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_pa
     runs = runs_by_stage(repo)
     assert sorted(runs) == sorted(STAGES)
     assert len({r.data.tags["asrflow_invocation"] for rs in runs.values() for r in rs}) == 1
-    ours = digests(repo)
+    ours = product_digests(repo)
     assert len(ours) > 40 and any(k.endswith(".flac") for k in ours) and "models/synth/model.pt" in ours
     assert ours == SMK_DIGESTS, sorted(k for k in ours if ours[k] != SMK_DIGESTS.get(k))
