@@ -43,8 +43,10 @@ $(KENLM_DIR)/bin/lmplz: | $(VENV)/.installed
 	rm -rf $(KENLM_DIR)/src && mkdir -p $(KENLM_DIR)/src $(KENLM_DIR)/bin
 	$(PY) -m pip download -q kenlm==$(KENLM_VER) --no-deps --no-binary kenlm -d $(KENLM_DIR)/src
 	tar -xzf $(KENLM_DIR)/src/kenlm-$(KENLM_VER).tar.gz -C $(KENLM_DIR)/src
-	cmake -S $(KENLM_DIR)/src/kenlm-$(KENLM_VER) -B $(KENLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >/dev/null
-	cmake --build $(KENLM_DIR)/build -j$(JOBS) --target lmplz build_binary query >/dev/null
+	# Compiler output goes to a log (KenLM's sources raise many deprecation warnings); shown on failure.
+	{ cmake -S $(KENLM_DIR)/src/kenlm-$(KENLM_VER) -B $(KENLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 && \
+	  cmake --build $(KENLM_DIR)/build -j$(JOBS) --target lmplz build_binary query; } > $(KENLM_DIR)/build.log 2>&1 \
+	  || { tail -40 $(KENLM_DIR)/build.log; echo "KenLM build failed: full log in $(KENLM_DIR)/build.log"; exit 1; }
 	cp $(KENLM_DIR)/build/bin/lmplz $(KENLM_DIR)/build/bin/build_binary $(KENLM_DIR)/build/bin/query $(KENLM_DIR)/bin/
 	rm -rf $(KENLM_DIR)/src
 
