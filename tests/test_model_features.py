@@ -37,5 +37,9 @@ def test_batches_cover_each_utterance_once_per_epoch():
     e0 = epoch_batches(batches, 0, 7, 0, 1)
     assert e0 == batches  # SortaGrad: first epoch in duration order
     assert epoch_batches(batches, 1, 7, 0, 1) != batches
-    r0, r1 = epoch_batches(batches, 1, 7, 0, 2), epoch_batches(batches, 1, 7, 1, 2)
-    assert not {tuple(b) for b in r0} & {tuple(b) for b in r1} and len(r0) == len(r1)
+    for world in (2, 3, 4):
+        for epoch in (0, 1):
+            ranks = [epoch_batches(batches, epoch, 7, r, world) for r in range(world)]
+            assert len({len(r) for r in ranks}) == 1  # same number of steps on every rank
+            seen = sorted(i for r in ranks for b in r for i in b)
+            assert seen == list(range(101))  # each utterance exactly once per epoch, none dropped

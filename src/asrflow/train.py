@@ -73,18 +73,35 @@ def make_batches(durations: list[float], batch_seconds: float) -> list[list[int]
     return batches
 
 
+def balance_batches(batches: list[list[int]], world: int) -> list[list[int]]:
+    """Split the largest batches in two until their count divides by ``world``.
+
+    Every rank then takes the same number of steps (DDP needs that) and no utterance is
+    dropped or repeated. Deterministic: ties split the earliest batch.
+    """
+    out = list(batches)
+    while len(out) % world:
+        i = max(range(len(out)), key=lambda k: (len(out[k]), -k))
+        if len(out[i]) < 2:
+            raise ValueError(f"{sum(map(len, out))} utterances cannot fill {world} ranks equally")
+        b = out[i]
+        out[i:i + 1] = [b[: len(b) // 2], b[len(b) // 2:]]
+    return out
+
+
 def epoch_batches(batches: list[list[int]], epoch: int, seed: int, rank: int, world: int) -> list[list[int]]:
     """This rank's batches for ``epoch``: sorted order first (SortaGrad), then seeded shuffles.
 
-    With several ranks the list is cut to a multiple of the world size (the cut batches
-    are reported by the caller) and dealt round-robin, so ranks never see the same batch.
+    With several ranks the batches are balanced (:func:`balance_batches`) and dealt
+    round-robin, so across ranks every utterance is seen exactly once per epoch.
     """
     order = list(range(len(batches)))
     if epoch > 0:
         random.Random(seed * 1000 + epoch).shuffle(order)
+    ordered = [batches[j] for j in order]
     if world > 1:
-        order = order[: len(order) - len(order) % world]
-    return [batches[j] for j in order[rank::world]]
+        ordered = balance_batches(ordered, world)
+    return ordered[rank::world]
 
 
 @dataclass
