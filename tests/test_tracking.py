@@ -4,7 +4,7 @@ import textwrap
 
 from mlflow.tracking import MlflowClient
 
-from asrflow.tracking import StageRun, flatten
+from asrflow.tracking import flatten
 
 
 def test_flatten():

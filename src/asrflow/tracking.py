@@ -112,7 +112,7 @@ class StageRun:
 
     def flush(self, status: str = "FINISHED") -> str:
         """Write the run (params, metrics, tags, artifacts) in one locked batch; return its id."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri(self.cfg)
