@@ -1,12 +1,16 @@
-"""Stage 'download': LibriSpeech archives from the mirrors, or the synth corpus generated locally."""
+"""Stage 'download': LibriSpeech archives from the mirrors, or the synth corpus generated locally.
+
+Either way the product is a directory of archives plus checksums.json; the manifest
+stage extracts them.
+"""
 
 from asrflow.config import dataset_splits
 from asrflow.stagekit import Context, main
 
 
 def add_args(p):
-    p.add_argument("--out", required=True, help="corpus root (LibriSpeech/<subset>/... is written below it)")
-    p.add_argument("--archives", required=True, help="where verified archives are kept between runs")
+    p.add_argument("--out", required=True, help="archive directory (the stage's product)")
+    p.add_argument("--store", required=True, help="verified downloads and partial transfers, kept between runs")
     p.add_argument("--metrics", required=True)
 
 
@@ -27,9 +31,9 @@ def run(ctx: Context) -> dict:
                                sample_rate=ctx.params["features"]["sample_rate"], workers=cfg["workers"],
                                progress=progress)
     from asrflow.librispeech import download_librispeech
-    counts = download_librispeech(subsets, cfg["mirrors"], ctx.args.out, ctx.args.archives,
-                                  checksums=cfg["checksums"], timeout=cfg["timeout_s"])
-    return {f"files_{k}": v for k, v in counts.items()}
+    sizes = download_librispeech(subsets, cfg["mirrors"], ctx.args.store, ctx.args.out, lm_corpus=cfg["lm_corpus"],
+                                 checksums=cfg["checksums"], timeout=cfg["timeout_s"], retries=cfg["retries"])
+    return {"files": len(sizes), "gigabytes": round(sum(sizes.values()) / 1e9, 3)}
 
 
 if __name__ == "__main__":

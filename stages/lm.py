@@ -9,7 +9,7 @@ from asrflow.text import SPACE, BLANK, read_vocab
 
 
 def add_args(p):
-    p.add_argument("--raw", required=True)
+    p.add_argument("--archives", required=True, help="the download stage's directory (holds the LM text)")
     p.add_argument("--manifests", required=True)
     p.add_argument("--vocab", required=True)
     p.add_argument("--out", required=True, help="LM directory (lm.arpa, lm.bin, lexicon.txt)")
@@ -21,9 +21,9 @@ def run(ctx: Context) -> dict:
     alphabet = set(read_vocab(ctx.args.vocab)) - {BLANK, SPACE}
     lines: list[str] = []
     if "corpus" in cfg["sources"]:
-        corpus = find_corpus(Path(ctx.args.raw))
+        corpus = find_corpus(Path(ctx.args.archives))
         if corpus is None:
-            ctx.log("no LM corpus under the raw data; using the other sources only")
+            ctx.log(f"no LM corpus in {ctx.args.archives}; using the other sources only")
         else:
             lines += list(corpus_lines(corpus))
     if "transcripts" in cfg["sources"]:

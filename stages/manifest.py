@@ -1,25 +1,29 @@
-"""Stage 'manifest': JSON lines + Parquet per split, and the rejects table."""
+"""Stage 'manifest': extract the archives, then JSON lines + Parquet per split and the rejects table."""
 
+from pathlib import Path
+
+from asrflow.archives import extract_archives
 from asrflow.config import dataset_splits
 from asrflow.manifest import ManifestConfig, write_manifests
 from asrflow.stagekit import Context, main
 
 
 def add_args(p):
-    p.add_argument("--raw", required=True, help="corpus root holding LibriSpeech/<subset>/")
+    p.add_argument("--archives", required=True, help="the download stage's archive directory")
+    p.add_argument("--raw", required=True, help="where archives are extracted (LibriSpeech/<subset>/...)")
     p.add_argument("--out", required=True, help="manifest directory")
     p.add_argument("--metrics", required=True)
 
 
 def run(ctx: Context) -> dict:
-    m = ctx.params["manifest"]
-    cfg = ManifestConfig(min_duration=m["min_duration"], max_duration=m["max_duration"],
-                         allowed_chars=m["allowed_chars"], workers=m["workers"],
-                         sample_rate=ctx.params["features"]["sample_rate"])
-    metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out, cfg)
+    extracted = extract_archives(Path(ctx.args.archives), Path(ctx.args.raw), log=ctx.log)
+    metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out,
+                              ManifestConfig.from_params(ctx.params))
+    metrics["archives_extracted"] = sum(extracted.values())
     ctx.tracker.log_artifact(f"{ctx.args.out}/rejects.parquet")
     if metrics["rejected"]:
-        ctx.log(f"{metrics['rejected']} utterances rejected; see {ctx.args.out}/rejects.parquet")
+        reasons = ", ".join(f"{k[len('rejected_'):]}: {v}" for k, v in metrics.items() if k.startswith("rejected_"))
+        ctx.log(f"{metrics['rejected']} utterances rejected ({reasons}); see {ctx.args.out}/rejects.parquet")
     return metrics
 
 

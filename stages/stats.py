@@ -1,7 +1,7 @@
 """Stage 'stats': per-mel-bin mean/std over a seeded sample of the training manifest."""
 
 from asrflow.features import FeatureConfig, compute_stats
-from asrflow.manifest import read_manifest
+from asrflow.manifest import ManifestAudio, read_manifest
 from asrflow.stagekit import Context, main, write_json
 
 
@@ -11,10 +11,13 @@ def add_args(p):
 
 
 def run(ctx: Context) -> dict:
-    rows = read_manifest(f"{ctx.args.manifests}/train.parquet")
+    path = f"{ctx.args.manifests}/train.parquet"
+    rows = read_manifest(path)
     n = min(ctx.params["stats"]["sample_size"], len(rows))
-    sample = rows.sample(n=n, random_state=ctx.params["seed"]).sort_values("utt_id")
-    stats = compute_stats(sample["audio_filepath"].tolist(), FeatureConfig.from_params(ctx.params["features"]))
+    picked = sorted(rows.sample(n=n, random_state=ctx.params["seed"]).index)  # file order: sequential reads
+    cfg = FeatureConfig.from_params(ctx.params["features"])
+    audio = ManifestAudio(path, cfg.sample_rate)
+    stats = compute_stats((audio[i] for i in picked), cfg)
     write_json(ctx.args.out, stats)
     ctx.tracker.log_artifact(ctx.args.out)
     return {"utterances": stats["utterances"], "frames": stats["frames"]}

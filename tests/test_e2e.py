@@ -92,7 +92,7 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
 
 def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_path):
     """`dvc repro` in a fresh copy runs every stage, and its products equal the Snakemake run's
-    byte for byte: corpus, manifests, Parquet, vocab, stats, LM, checkpoint (bit-reproducible
+    byte for byte: corpus archives, manifests, Parquet with the embedded FLACs, vocab, stats, LM, checkpoint (bit-reproducible
     CPU training with a fixed seed), tuning table, per-utterance results and report."""
     repo = copy_repo(tmp_path, tiny_params())
     out = run(["dvc", "repro"], cwd=repo, env=ENV).stdout
@@ -104,5 +104,6 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_pa
     assert sorted(runs) == sorted(STAGES)
     assert len({r.data.tags["asrflow_invocation"] for rs in runs.values() for r in rs}) == 1
     ours = product_digests(repo)
-    assert len(ours) > 40 and any(k.endswith(".flac") for k in ours) and "models/synth/model.pt" in ours
+    assert len(ours) > 15 and "models/synth/model.pt" in ours
+    assert {k for k in ours if k.endswith(".tar.gz")} == {f"data/synth/archives/{s}.tar.gz" for s in ("train", "dev", "test")}
     assert ours == SMK_DIGESTS, sorted(k for k in ours if ours[k] != SMK_DIGESTS.get(k))

@@ -1,15 +1,19 @@
-"""The LibriSpeech download code against a loopback HTTP server serving archives built here."""
+"""The LibriSpeech download code against a loopback HTTP server (127.0.0.1, honouring Range)
+serving LibriSpeech-shaped archives built here from synthesised audio."""
 
+import gzip
 import hashlib
 import http.server
 import io
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from asrflow.librispeech import DownloadError, download_librispeech
+from asrflow.archives import DownloadError, extract_archives
+from asrflow.librispeech import LM_CORPUS, SUBSETS, download_librispeech
 
 
 def make_archive(members: dict[str, bytes], symlink: str | None = None) -> bytes:
@@ -27,8 +31,20 @@ def make_archive(members: dict[str, bytes], symlink: str | None = None) -> bytes
     return buf.getvalue()
 
 
-GOOD = make_archive({"LibriSpeech/dev-clean/1/2/1-2-0000.flac": b"fLaC" + bytes(5000),
-                     "LibriSpeech/dev-clean/1/2/1-2.trans.txt": b"1-2-0000 HELLO\n"})
+def _spoken_flac() -> bytes:
+    """A real FLAC: espeak-ng + sox, as the synth corpus is made."""
+    from asrflow.synth import Speaker, Utterance, synthesize
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "u.flac"
+        synthesize(Utterance(Speaker(1, "en-us", "m1", "dev"), "dev", 2, 0, "hello", 160, 50), path)
+        return path.read_bytes()
+
+
+FLAC = _spoken_flac()
+GOOD = make_archive({"LibriSpeech/dev-clean/1/2/1-2-0000.flac": FLAC,
+                     "LibriSpeech/dev-clean/1/2/1-2.trans.txt": b"1-2-0000 HELLO\n",
+                     "LibriSpeech/SPEAKERS.TXT": b"1 | M | dev-clean | 0.01 | test\n"})
+LM_TEXT = gzip.compress(b"HELLO WORLD\nSAY HELLO\n", mtime=0)
 
 
 class Server:
@@ -43,7 +59,7 @@ class Server:
                 pass
 
             def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
+                name = self.path.split("/resources/", 1)[-1]  # "<resource>/<file>"
                 outer.requests.append((name, self.headers.get("Range")))
                 data = outer.files.get(name)
                 if data is None:
@@ -68,7 +84,7 @@ class Server:
                 self.wfile.write(body)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/resources/12"
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/resources"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
@@ -90,41 +106,81 @@ def serve():
 
 
 def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def fetch(s, tmp_path, files=("dev-clean",), lm=False, sums=None, mirrors=None):
+    sizes = download_librispeech(list(files), mirrors or [s.url], tmp_path / "store", tmp_path / "archives",
+                                 lm_corpus=lm, checksums=sums or {"dev-clean": sha(GOOD)}, timeout=5, retries=2)
+    extract_archives(tmp_path / "archives", tmp_path / "raw")
+    return sizes
+
+
+def test_pins_cover_every_subset_and_the_lm_text():
+    assert sorted(SUBSETS) == sorted(["dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100",
+                                      "train-clean-360", "train-other-500"])
+    assert all(len(r.sums["md5"]) == 32 and len(r.sums["sha256"]) == 64 and r.resource == 12 for r in SUBSETS.values())
+    assert LM_CORPUS.resource == 11 and len(LM_CORPUS.sums["md5"]) == 32
 
 
 def test_cut_transfer_resumes_and_verifies(serve, tmp_path):
-    s = serve({"dev-clean.tar.gz": GOOD}, cut={"dev-clean.tar.gz"})
-    counts = download_librispeech(["dev-clean"], [s.url], tmp_path / "raw", tmp_path / "arch",
-                                  checksums={"dev-clean": sha(GOOD)}, timeout=5)
-    assert counts == {"dev-clean": 1}
-    assert any(r is not None for _, r in s.requests), "second request should resume with Range"
-    assert (tmp_path / "raw/LibriSpeech/dev-clean/1/2/1-2.trans.txt").read_text() == "1-2-0000 HELLO\n"
-    # re-running skips the verified archive
+    s = serve({"12/dev-clean.tar.gz": GOOD, "11/librispeech-lm-norm.txt.gz": LM_TEXT},
+              cut={"12/dev-clean.tar.gz", "11/librispeech-lm-norm.txt.gz"})
+    sizes = fetch(s, tmp_path, lm=True, sums={"dev-clean": sha(GOOD),
+                                              "librispeech-lm-norm.txt.gz": "md5:" + hashlib.md5(LM_TEXT).hexdigest()})
+    assert sizes == {"dev-clean.tar.gz": len(GOOD), "librispeech-lm-norm.txt.gz": len(LM_TEXT)}
+    ranged = [(n, r) for n, r in s.requests if r]
+    assert [n for n, _ in ranged] == ["12/dev-clean.tar.gz", "11/librispeech-lm-norm.txt.gz"], s.requests
+    assert all(r != "bytes=0-" for _, r in ranged)
+    assert (tmp_path / "raw/LibriSpeech/dev-clean/1/2/1-2-0000.flac").read_bytes() == FLAC
+    assert (tmp_path / "archives/librispeech-lm-norm.txt.gz").read_bytes() == LM_TEXT
+    assert not list((tmp_path / "store").glob("*.part"))
+    # the product is a hard link to the verified store: no second copy
+    assert (tmp_path / "archives/dev-clean.tar.gz").stat().st_ino == (tmp_path / "store/dev-clean.tar.gz").stat().st_ino
+    # re-running skips verified archives (no request, no re-hash) and extracted subsets
     n = len(s.requests)
-    download_librispeech(["dev-clean"], [s.url], tmp_path / "raw", tmp_path / "arch",
-                         checksums={"dev-clean": sha(GOOD)}, timeout=5)
-    assert len(s.requests) == n
+    flac = tmp_path / "raw/LibriSpeech/dev-clean/1/2/1-2-0000.flac"
+    before = flac.stat().st_mtime_ns
+    fetch(s, tmp_path, lm=True, sums={"dev-clean": sha(GOOD),
+                                      "librispeech-lm-norm.txt.gz": "md5:" + hashlib.md5(LM_TEXT).hexdigest()})
+    assert len(s.requests) == n and flac.stat().st_mtime_ns == before
+
+
+def test_pinned_md5_is_checked(serve, tmp_path):
+    """With no override the pinned OpenSLR MD5 applies: a different file is refused."""
+    s = serve({"12/dev-clean.tar.gz": GOOD})
+    with pytest.raises(DownloadError, match=SUBSETS["dev-clean"].sums["md5"]):
+        download_librispeech(["dev-clean"], [s.url], tmp_path / "store", tmp_path / "archives", timeout=5)
 
 
 def test_first_mirror_down_second_used(serve, tmp_path):
-    s = serve({"dev-clean.tar.gz": GOOD})
-    download_librispeech(["dev-clean"], ["http://127.0.0.1:9/none", s.url], tmp_path / "raw", tmp_path / "arch",
-                         checksums={"dev-clean": sha(GOOD)}, timeout=5)
+    s = serve({"12/dev-clean.tar.gz": GOOD})
+    fetch(s, tmp_path, mirrors=["http://127.0.0.1:9/none", s.url])
     assert (tmp_path / "raw/LibriSpeech/dev-clean/1/2/1-2-0000.flac").exists()
 
 
 def test_corrupt_archive_is_refused_and_nothing_extracted(serve, tmp_path):
     bad = bytearray(GOOD)
     bad[len(bad) // 2] ^= 0xFF
-    s = serve({"dev-clean.tar.gz": bytes(bad)})
+    s = serve({"12/dev-clean.tar.gz": bytes(bad)})
     with pytest.raises(DownloadError) as e:
-        download_librispeech(["dev-clean"], [s.url], tmp_path / "raw", tmp_path / "arch",
-                             checksums={"dev-clean": sha(GOOD)}, timeout=5)
+        fetch(s, tmp_path)
     msg = str(e.value)
-    assert "dev-clean.tar.gz" in msg and sha(GOOD) in msg and sha(bytes(bad)) in msg
-    assert not (tmp_path / "raw").exists()
-    assert (tmp_path / "arch/dev-clean.tar.gz.bad").exists() and not (tmp_path / "arch/dev-clean.tar.gz").exists()
+    assert "dev-clean.tar.gz" in msg and sha(GOOD)[7:] in msg and sha(bytes(bad))[7:] in msg
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "archives/dev-clean.tar.gz").exists()
+    assert (tmp_path / "store/dev-clean.tar.gz.bad").exists() and not (tmp_path / "store/dev-clean.tar.gz").exists()
+
+
+def test_tampered_archive_after_download_is_caught(serve, tmp_path):
+    """The verified stamp holds size and mtime: a file changed since is hashed again."""
+    s = serve({"12/dev-clean.tar.gz": GOOD})
+    fetch(s, tmp_path)
+    stored = tmp_path / "store/dev-clean.tar.gz"
+    data = bytearray(stored.read_bytes())
+    data[100] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    fetch(s, tmp_path)  # re-fetched because the stored copy no longer verifies
+    assert stored.read_bytes() == GOOD
 
 
 @pytest.mark.parametrize("archive", [
@@ -133,11 +189,10 @@ def test_corrupt_archive_is_refused_and_nothing_extracted(serve, tmp_path):
     make_archive({"LibriSpeech/ok.txt": b"x"}, symlink="LibriSpeech/link"),
 ])
 def test_hostile_members_refused(serve, tmp_path, archive):
-    s = serve({"dev-clean.tar.gz": archive})
-    target = tmp_path / "deep" / "raw"
+    s = serve({"12/dev-clean.tar.gz": archive})
     with pytest.raises(DownloadError, match="refusing"):
-        download_librispeech(["dev-clean"], [s.url], target, tmp_path / "arch",
-                             checksums={"dev-clean": sha(archive)}, timeout=5)
-    assert not (tmp_path / "deep" / "escape.txt").exists()
+        fetch(s, tmp_path, sums={"dev-clean": sha(archive)})
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
     assert not Path("/tmp/asrflow-abs-escape.txt").exists()
-    assert not target.exists() or not any(target.rglob("*"))
+    raw = tmp_path / "raw"
+    assert not any(p for p in raw.rglob("*") if p.name != ".extracted"), list(raw.rglob("*"))

@@ -14,6 +14,14 @@ def test_dvc_yaml_is_current():
         "dvc.yaml is stale: run `python -m asrflow.pipeline > dvc.yaml`"
 
 
+def test_dvc_tracks_archives_not_extracted_trees():
+    """LibriSpeech-960 extracts to ~290k files: DVC tracks the archives and Parquet instead."""
+    outs = [o for s in P.STAGES for o in s.all_outs]
+    deps = [d for s in P.STAGES for d in s.all_deps]
+    assert "data/{dataset}/archives/" in outs and "data/{dataset}/manifests/" in outs
+    assert not [p for p in outs + deps if "/raw" in p]
+
+
 def snakemake_jobs() -> dict[str, dict]:
     out = run(["snakemake", "-n", "-p", "--forceall", "reports/synth_wer.md"], cwd=REPO).stdout
     jobs = {}

@@ -26,6 +26,7 @@ from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
 
 from asrflow.text import BLANK, SPACE, Tokenizer
+from asrflow.manifest import ManifestAudio, read_manifest
 from asrflow.train import load_checkpoint, utterance_features
 
 
@@ -117,7 +118,7 @@ def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_di
     under a content hash of checkpoint, manifest and ``limit``; a cache made from another
     checkpoint or manifest has another key and is never reused.
     """
-    rows = pd.read_parquet(manifest_path)
+    rows = read_manifest(manifest_path)
     if limit:
         rows = rows.iloc[:limit]
     key = None
@@ -133,8 +134,9 @@ def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_di
     t0 = time.perf_counter()
     out = []
     with torch.inference_mode():
-        for path in rows["audio_filepath"]:
-            feats = utterance_features(path, fe, mean, std)
+        audio = ManifestAudio(manifest_path, fe.cfg.sample_rate)
+        for i in range(len(rows)):
+            feats = utterance_features(audio[i], fe, mean, std)
             lp, lens = model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
             out.append(lp[0, : int(lens[0])].numpy().astype(np.float32))
     seconds = time.perf_counter() - t0

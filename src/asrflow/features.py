@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +41,15 @@ class AudioError(ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode a mono file at ``sample_rate`` to float32 in [-1, 1].
+def load_audio(src: str | Path | bytes, sample_rate: int, name: str | None = None) -> np.ndarray:
+    """Decode a mono file (a path, or its encoded bytes) at ``sample_rate`` to float32 in [-1, 1].
 
-    Raises :class:`AudioError` naming the file if it is unreadable, not mono or at
-    another sample rate (the manifest stage rejects such files before training).
+    Raises :class:`AudioError` naming the file (``name`` for bytes) if it is unreadable,
+    not mono or at another sample rate (the manifest stage rejects such files before training).
     """
+    path = name or (src if not isinstance(src, bytes) else "<bytes>")
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        wav, sr = sf.read(io.BytesIO(src) if isinstance(src, bytes) else str(src), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for bad files
         raise AudioError(f"{path}: cannot decode audio: {e}") from e
     if sr != sample_rate:
@@ -76,26 +79,29 @@ def num_frames(num_samples: int, cfg: FeatureConfig) -> int:
     return num_samples // cfg.hop_length + 1
 
 
-def compute_stats(paths: list[str], cfg: FeatureConfig) -> dict[str, Any]:
-    """Per-mel-bin mean and std of log-mel features over ``paths`` (float64 accumulation).
+def compute_stats(audio: Iterable[str | Path | np.ndarray], cfg: FeatureConfig) -> dict[str, Any]:
+    """Per-mel-bin mean and std of log-mel features over ``audio`` (file paths or decoded
+    waveforms; float64 accumulation).
 
     Returns ``{"mean": [...], "std": [...], "frames": N, "utterances": K}``.
     """
-    if not paths:
-        raise ValueError("no utterances to compute feature statistics from")
     fe = LogMel(cfg)
     total = np.zeros(cfg.n_mels)
     total_sq = np.zeros(cfg.n_mels)
-    frames = 0
-    for p in paths:
-        feats = fe(torch.from_numpy(load_audio(p, cfg.sample_rate))).double().numpy()
+    frames = n = 0
+    for a in audio:
+        wav = a if isinstance(a, np.ndarray) else load_audio(a, cfg.sample_rate)
+        n += 1
+        feats = fe(torch.from_numpy(wav)).double().numpy()
         total += feats.sum(0)
         total_sq += (feats ** 2).sum(0)
         frames += feats.shape[0]
+    if not n:
+        raise ValueError("no utterances to compute feature statistics from")
     mean = total / frames
     std = np.sqrt(np.maximum(total_sq / frames - mean ** 2, 1e-10))
     return {"mean": [round(float(x), 6) for x in mean], "std": [round(float(x), 6) for x in std],
-            "frames": frames, "utterances": len(paths)}
+            "frames": frames, "utterances": n}
 
 
 def read_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:

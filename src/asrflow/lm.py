@@ -97,10 +97,14 @@ def write_lexicon(words: Iterable[str], path: Path) -> None:
             f.write(f"{w}\t{' '.join(w)} {SPACE}\n")
 
 
-def find_corpus(raw_dir: Path) -> Path | None:
-    """The dataset's LM text under ``raw_dir/lm/`` (synth: corpus.txt; LibriSpeech: the .gz)."""
-    for name in ("corpus.txt", "librispeech-lm-norm.txt.gz"):
-        if (raw_dir / "lm" / name).exists():
-            return raw_dir / "lm" / name
+LM_CORPORA = ("lm-corpus.txt.gz", "librispeech-lm-norm.txt.gz")
+
+
+def find_corpus(archive_dir: Path) -> Path | None:
+    """The dataset's LM text in the download stage's directory (synth: lm-corpus.txt.gz;
+    LibriSpeech: librispeech-lm-norm.txt.gz, when download.librispeech.lm_corpus is on)."""
+    for name in LM_CORPORA:
+        if (archive_dir / name).exists():
+            return archive_dir / name
     return None
 

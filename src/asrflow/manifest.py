@@ -1,18 +1,24 @@
 """Manifests: one JSON-lines file and one Parquet table per split, plus a rejects table.
 
-Input is a LibriSpeech-layout tree (``LibriSpeech/<subset>/<spk>/<chapter>/...``). Durations
-come from file headers (``soundfile.info``), never from decoding. A bad file or
-transcript line never stops the stage and is never dropped silently: it lands in
-``rejects.parquet`` with a reason.
+Input is a LibriSpeech-layout tree (``LibriSpeech/<subset>/<spk>/<chapter>/...``).
+Durations come from file headers (``soundfile.info``) and one seek to the last frame
+(which catches truncated files), never from decoding whole files; the probes run on
+every core. A bad file or transcript line never stops the stage and is never dropped
+silently: it lands in ``rejects.parquet`` with a reason and a detail.
+
+Parquet rows are sorted by duration and written in row groups of ``row_group_rows``;
+with ``audio_bytes`` each row carries the encoded FLAC (column ``audio``), so readers
+stream a few large sequential files instead of opening every small one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +26,115 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
+from tqdm import tqdm
 
+from asrflow.model import conv_output_length
 from asrflow.text import normalize
 
 COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset"]
+AUDIO = "audio"
 REJECT_COLUMNS = ["split", "subset", "utt_id", "path", "reason", "detail"]
+# Every reason a row can be rejected for (README: "What a rejects table is").
+REASONS = {
+    "unreadable_audio": "header cannot be parsed: 0-byte file, non-audio bytes, corrupt header",
+    "truncated_audio": "header promises more frames than the file holds",
+    "wrong_sample_rate": "sample rate differs from features.sample_rate",
+    "not_mono": "more than one channel",
+    "too_short": "shorter than manifest.min_duration",
+    "too_long": "longer than manifest.max_duration",
+    "too_short_for_label": "fewer frames after the conv front end than CTC needs for the transcript",
+    "bad_characters": "transcript holds characters outside manifest.allowed_chars",
+    "empty_transcript": "transcript line with an id and no text",
+    "no_transcript": "audio file with no transcript line",
+    "missing_audio": "transcript line for a file that does not exist",
+    "duplicate_id": "a second transcript line for the same utterance id",
+}
+PROBE_CHUNK = 64
 
 
 @dataclass(frozen=True)
 class ManifestConfig:
-    """The ``manifest`` block of params.yaml plus the expected sample rate."""
+    """The ``manifest`` block of params.yaml, plus the feature and conv geometry the
+    too-short-for-label check needs."""
 
     min_duration: float
     max_duration: float
     allowed_chars: str
     sample_rate: int
     workers: int = 0
+    audio_bytes: bool = False
+    row_group_rows: int = 128
+    hop_ms: float = 10.0
+    conv_kernel_t: int = 5
+    time_strides: tuple[int, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> "ManifestConfig":
+        m, f, t = p["manifest"], p["features"], p["train"]
+        return cls(min_duration=m["min_duration"], max_duration=m["max_duration"], allowed_chars=m["allowed_chars"],
+                   sample_rate=f["sample_rate"], workers=m["workers"], audio_bytes=m["audio_bytes"],
+                   row_group_rows=m["row_group_rows"], hop_ms=f["hop_ms"], conv_kernel_t=t["conv_kernel"][1],
+                   time_strides=tuple(s[1] for s in t["conv_strides"]))
+
+    def model_frames(self, num_samples: int) -> int:
+        """Frames the acoustic model emits for ``num_samples`` (features, then conv front end)."""
+        hop = int(round(self.sample_rate * self.hop_ms / 1000))
+        return conv_output_length(num_samples // hop + 1, self.conv_kernel_t, list(self.time_strides))
 
 
-def _probe(path: str) -> tuple[str, float, int, int, str]:
-    """(path, duration, sample_rate, channels, error) from the header only."""
+def ctc_min_frames(text: str) -> int:
+    """Frames CTC needs for ``text``: one per character plus a blank between repeats."""
+    return len(text) + sum(1 for a, b in zip(text, text[1:]) if a == b)
+
+
+def probe(path: str) -> tuple[int, int, int, str, str]:
+    """``(frames, sample_rate, channels, reason, detail)`` from the header and the last frame.
+
+    Reads the header, then seeks to the last frame and decodes just that block: a file
+    cut short (an interrupted copy) fails there. Corruption in the middle of a file is
+    only found by decoding it all; the loaders report such a file by name.
+    """
     try:
         if os.path.getsize(path) == 0:
-            return path, 0.0, 0, 0, "empty file"
-        info = sf.info(path)
-        if info.frames <= 0:
-            return path, 0.0, info.samplerate, info.channels, "no audio frames"
-        return path, info.frames / info.samplerate, info.samplerate, info.channels, ""
+            return 0, 0, 0, "unreadable_audio", "0-byte file"
+        with sf.SoundFile(path) as f:
+            frames, sr, ch = f.frames, f.samplerate, f.channels
+            if frames <= 0:
+                return 0, sr, ch, "unreadable_audio", "no audio frames"
+            try:
+                f.seek(frames - 1)
+                last = f.read(1)
+            except Exception as e:  # libsndfile: "Internal psf_fseek() failed" and kin
+                last, err = None, str(e)
+            if last is None or len(last) != 1:
+                detail = f"header promises {frames} frames; the last cannot be read"
+                return frames, sr, ch, "truncated_audio", detail + (f" ({err})" if last is None else "")
+        return frames, sr, ch, "", ""
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError for bad headers
-        return path, 0.0, 0, 0, str(e).replace("\n", " ")[:200]
+        return 0, 0, 0, "unreadable_audio", str(e).replace("\n", " ")[:200]
+
+
+def _probe_many(paths: list[str]) -> list[tuple[int, int, int, str, str]]:
+    return [probe(p) for p in paths]
+
+
+def probe_all(paths: list[str], workers: int, desc: str) -> list[tuple[int, int, int, str, str]]:
+    """:func:`probe` over ``paths`` on ``workers`` processes, in order, with a progress bar."""
+    chunks = [paths[i:i + PROBE_CHUNK] for i in range(0, len(paths), PROBE_CHUNK)]
+    bar = tqdm(total=len(paths), desc=desc, unit="file", file=sys.stderr, disable=len(paths) < 1000,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    out: list = []
+    with bar:
+        if workers > 1 and len(chunks) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for res in pool.map(_probe_many, chunks):
+                    out += res
+                    bar.update(len(res))
+        else:
+            for c in chunks:
+                out += _probe_many(c)
+                bar.update(len(c))
+    return out
 
 
 def read_transcripts(subset_dir: Path) -> tuple[list[tuple[str, str, Path]], list[dict[str, str]]]:
@@ -68,7 +154,7 @@ def read_transcripts(subset_dir: Path) -> tuple[list[tuple[str, str, Path]], lis
 
 
 def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConfig) -> tuple[pd.DataFrame, list[dict]]:
-    """Rows of one split (sorted by subset, utt_id) and its rejects."""
+    """Rows of one split, sorted by duration (then subset, utt_id), and its rejects."""
     allowed = set(cfg.allowed_chars) | {" "}
     candidates, rejects = [], []
     for subset in subsets:
@@ -100,17 +186,13 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
                 rejects.append({"split": split, "subset": subset, "utt_id": audio.stem, "path": str(audio),
                                 "reason": "no_transcript", "detail": "no line in the chapter's trans.txt"})
     workers = cfg.workers or os.cpu_count() or 1
-    paths = [str(c[2]) for c in candidates]
-    if workers > 1 and len(paths) > 256:
-        with ProcessPoolExecutor(workers) as pool:
-            probes = list(pool.map(_probe, paths, chunksize=256))
-    else:
-        probes = [_probe(p) for p in paths]
+    probes = probe_all([str(c[2]) for c in candidates], workers, f"probe {split}")
     good = []
-    for (utt_id, text, audio, subset), (_, dur, sr, ch, err) in zip(candidates, probes):
+    for (utt_id, text, audio, subset), (frames, sr, ch, reason, detail) in zip(candidates, probes):
         reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": str(audio)}
-        if err:
-            rejects.append({**reject, "reason": "unreadable_audio", "detail": err})
+        dur = frames / sr if sr else 0.0
+        if reason:
+            rejects.append({**reject, "reason": reason, "detail": detail})
         elif sr != cfg.sample_rate:
             rejects.append({**reject, "reason": "wrong_sample_rate", "detail": f"{sr} Hz"})
         elif ch != 1:
@@ -119,19 +201,67 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
             rejects.append({**reject, "reason": "too_short", "detail": f"{dur:.3f} s"})
         elif dur > cfg.max_duration:
             rejects.append({**reject, "reason": "too_long", "detail": f"{dur:.3f} s"})
+        elif cfg.model_frames(frames) < ctc_min_frames(text):
+            rejects.append({**reject, "reason": "too_short_for_label",
+                            "detail": f"{cfg.model_frames(frames)} model frames for {len(text)} characters "
+                                      f"(CTC needs {ctc_min_frames(text)})"})
         else:
             spk, chap, _ = (utt_id.split("-") + ["", "", ""])[:3]
             good.append({"audio_filepath": str(audio), "duration": round(dur, 6), "text": text, "utt_id": utt_id,
                          "speaker_id": spk, "chapter_id": chap, "subset": subset})
-    df = pd.DataFrame(good, columns=COLUMNS).sort_values(["subset", "utt_id"], kind="stable").reset_index(drop=True)
+    df = pd.DataFrame(good, columns=COLUMNS)
+    df = df.sort_values(["duration", "subset", "utt_id"], kind="stable").reset_index(drop=True)
     return df, rejects
+
+
+def _schema(audio_bytes: bool) -> pa.Schema:
+    fields = [pa.field("audio_filepath", pa.string()), pa.field("duration", pa.float64()),
+              pa.field("text", pa.string()), pa.field("utt_id", pa.string()), pa.field("speaker_id", pa.string()),
+              pa.field("chapter_id", pa.string()), pa.field("subset", pa.string())]
+    return pa.schema(fields + ([pa.field(AUDIO, pa.binary())] if audio_bytes else []))
+
+
+def write_split(df: pd.DataFrame, out_dir: Path, split: str, cfg: ManifestConfig) -> tuple[int, list[dict]]:
+    """Write ``<split>.parquet`` (row groups in duration order, FLAC bytes optional) and
+    ``<split>.jsonl`` row group by row group, so memory holds one group's audio at most.
+
+    A file that vanished or cannot be read since it was probed is rejected, not fatal.
+    Returns (rows written, rejects).
+    """
+    schema, rejects, written = _schema(cfg.audio_bytes), [], 0
+    pq_tmp, jl_tmp = out_dir / f".{split}.parquet.tmp", out_dir / f".{split}.jsonl.tmp"
+    with pq.ParquetWriter(pq_tmp, schema) as writer, open(jl_tmp, "w", encoding="utf-8") as jl:
+        for start in range(0, len(df), cfg.row_group_rows):
+            chunk = df.iloc[start:start + cfg.row_group_rows]
+            cols = {c: chunk[c].tolist() for c in COLUMNS}
+            if cfg.audio_bytes:
+                blobs, keep = [], []
+                for i, path in enumerate(cols["audio_filepath"]):
+                    try:
+                        with open(path, "rb") as f:
+                            blobs.append(f.read())
+                        keep.append(i)
+                    except OSError as e:
+                        rejects.append({"split": split, "subset": cols["subset"][i], "utt_id": cols["utt_id"][i],
+                                        "path": path, "reason": "missing_audio", "detail": f"unreadable after probing: {e}"})
+                cols = {c: [v[i] for i in keep] for c, v in cols.items()}
+                cols[AUDIO] = blobs
+            if not cols["utt_id"]:
+                continue
+            writer.write_table(pa.Table.from_pydict(cols, schema=schema), row_group_size=cfg.row_group_rows)
+            for path, dur, text in zip(cols["audio_filepath"], cols["duration"], cols["text"]):
+                jl.write(json.dumps({"audio_filepath": path, "duration": dur, "text": text}, ensure_ascii=False) + "\n")
+            written += len(cols["utt_id"])
+    os.replace(pq_tmp, out_dir / f"{split}.parquet")
+    os.replace(jl_tmp, out_dir / f"{split}.jsonl")
+    return written, rejects
 
 
 def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: str | Path,
                     cfg: ManifestConfig) -> dict[str, Any]:
     """Write ``<split>.jsonl``, ``<split>.parquet`` and ``rejects.parquet`` into ``out_dir``.
 
-    Returns metrics: utterances and hours per split, rejects per reason.
+    Returns metrics: utterances, hours and speakers per split, rejects per reason.
     Raises ValueError if a split ends up empty (nothing left to train or score on).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -141,18 +271,19 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
     speakers: dict[str, set[str]] = {}
     for split, subsets in splits.items():
         df, rejects = build_split(raw_dir, split, subsets, cfg)
-        speakers[split] = set(df["speaker_id"])
+        n, late = write_split(df, out_dir, split, cfg)
+        rejects += late
         all_rejects += rejects
-        if df.empty:
-            raise ValueError(f"split '{split}' has no usable utterance ({len(rejects)} rejected; see rejects)")
-        with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
-            for row in df[["audio_filepath", "duration", "text"]].itertuples(index=False):
-                f.write(json.dumps({"audio_filepath": row.audio_filepath, "duration": row.duration,
-                                    "text": row.text}, ensure_ascii=False) + "\n")
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out_dir / f"{split}.parquet")
+        if not n:
+            raise ValueError(f"split '{split}' has no usable utterance ({len(rejects)} rejected; "
+                             f"see {out_dir / 'rejects.parquet'})")
+        late_ids = {r["utt_id"] for r in late}
+        df = df[~df["utt_id"].isin(late_ids)]
+        speakers[split] = set(df["speaker_id"])
         metrics[f"{split}_utterances"] = int(len(df))
         metrics[f"{split}_hours"] = round(float(df["duration"].sum()) / 3600, 4)
         metrics[f"{split}_speakers"] = len(speakers[split])
+        metrics[f"{split}_row_groups"] = pq.ParquetFile(out_dir / f"{split}.parquet").num_row_groups
     for split in splits:
         if split != "train":
             # Speakers a scored split shares with training: 0 means the split measures unseen voices.
@@ -166,5 +297,55 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """A split's Parquet manifest (``audio_filepath``, ``duration``, ``text``, ids)."""
-    return pd.read_parquet(path)
+    """A split's Parquet manifest without the audio bytes (``audio_filepath``, ``duration``,
+    ``text``, ids), in file order (by duration)."""
+    names = pq.ParquetFile(path).schema_arrow.names
+    return pd.read_parquet(path, columns=[c for c in names if c != AUDIO])
+
+
+class ManifestAudio:
+    """Decoded waveforms of a Parquet manifest's rows, by row index.
+
+    When the manifest carries the encoded audio, a row is decoded from its row group,
+    read whole (one sequential read) and kept in a small cache, so walking rows in file
+    or batch order reads each group about once; otherwise the row's file is opened.
+    Safe to use from forked DataLoader workers (each process opens its own handle).
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, cache_groups: int = 4):
+        self.path, self.sample_rate, self.cache_groups = str(path), sample_rate, cache_groups
+        pf = pq.ParquetFile(self.path)
+        self.embedded = AUDIO in pf.schema_arrow.names
+        self.paths = pf.read(columns=["audio_filepath"]).column(0).to_pylist()
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        self._starts = [sum(sizes[:g]) for g in range(len(sizes))]
+        self._file: pq.ParquetFile | None = None
+        self._pid = -1
+        self._cache: dict[int, list[bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _group_of(self, i: int) -> int:
+        import bisect
+        return bisect.bisect_right(self._starts, i) - 1
+
+    def encoded(self, i: int) -> bytes:
+        """Row ``i``'s encoded audio (from the Parquet row group, else the file)."""
+        if not self.embedded:
+            with open(self.paths[i], "rb") as f:
+                return f.read()
+        if self._pid != os.getpid():
+            self._file, self._pid, self._cache = pq.ParquetFile(self.path), os.getpid(), {}
+        g = self._group_of(i)
+        if g not in self._cache:
+            if len(self._cache) >= self.cache_groups:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[g] = self._file.read_row_group(g, columns=[AUDIO]).column(0).to_pylist()
+        return self._cache[g][i - self._starts[g]]
+
+    def __getitem__(self, i: int):
+        from asrflow.features import load_audio
+        if not self.embedded:
+            return load_audio(self.paths[i], self.sample_rate)
+        return load_audio(self.encoded(i), self.sample_rate, name=f"{self.path} row {i} ({self.paths[i]})")

@@ -42,6 +42,14 @@ class ModelConfig:
         return s
 
 
+def conv_output_length(frames, kernel_t: int, time_strides: list[int]):
+    """Frames left after the conv front end (int or tensor): the one formula the model and
+    the manifest's too-short-for-label check share."""
+    for st in time_strides:
+        frames = (frames + 2 * (kernel_t // 2) - kernel_t) // st + 1
+    return frames
+
+
 class DeepSpeech2(nn.Module):
     """Input (batch, frames, n_mels) normalised features -> (batch, frames', vocab) log-probs."""
 
@@ -64,10 +72,7 @@ class DeepSpeech2(nn.Module):
         self.out = nn.Linear(2 * cfg.rnn_hidden, cfg.vocab_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        kt = self.cfg.conv_kernel[1]
-        for _, st in self.cfg.conv_strides:
-            lengths = (lengths + 2 * (kt // 2) - kt) // st + 1
-        return lengths
+        return conv_output_length(lengths, self.cfg.conv_kernel[1], [t for _, t in self.cfg.conv_strides])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv(x.transpose(1, 2).unsqueeze(1))          # (B, C, F', T')

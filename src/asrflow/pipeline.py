@@ -51,7 +51,7 @@ def _cmd(name: str, *args: str, launcher: str = PY) -> str:
     return " ".join([launcher, f"stages/{name}.py", "--params params.yaml --dataset {dataset}", *args])
 
 
-RAW, MAN = "data/{dataset}/raw", "data/{dataset}/manifests"
+ARCH, RAW, MAN = "data/{dataset}/archives", "data/{dataset}/raw", "data/{dataset}/manifests"
 STATS, VOCAB, LM = "data/{dataset}/stats.json", "data/{dataset}/vocab.txt", "data/{dataset}/lm"
 MODEL, TUNE, EVAL = "models/{dataset}", "results/{dataset}/tune", "results/{dataset}/evaluate"
 MET, PLOTS = "metrics/{dataset}", "plots/{dataset}"
@@ -59,14 +59,17 @@ LIB = "src/asrflow"
 
 STAGES: list[Stage] = [
     Stage("download",
-          _cmd("download", f"--out {RAW} --archives downloads/{{dataset}} --metrics {MET}/download.json"),
-          deps=[], outs=[f"{RAW}/"], params=["seed", "datasets", "download", "features.sample_rate"],
+          _cmd("download", f"--out {ARCH} --store downloads/{{dataset}} --metrics {MET}/download.json"),
+          deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets", "download", "features.sample_rate"],
           metrics=[f"{MET}/download.json"],
-          code=[f"{LIB}/synth.py", f"{LIB}/synth_text.py", f"{LIB}/librispeech.py"]),
+          code=[f"{LIB}/synth.py", f"{LIB}/synth_text.py", f"{LIB}/librispeech.py", f"{LIB}/archives.py"]),
     Stage("manifest",
-          _cmd("manifest", f"--raw {RAW} --out {MAN} --metrics {MET}/manifest.json"),
-          deps=[f"{RAW}/"], outs=[f"{MAN}/"], params=["datasets", "manifest", "features.sample_rate"],
-          metrics=[f"{MET}/manifest.json"], code=[f"{LIB}/manifest.py"]),
+          _cmd("manifest", f"--archives {ARCH} --raw {RAW} --out {MAN} --metrics {MET}/manifest.json"),
+          deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
+          # the conv front end's time geometry decides which utterances are too short for their label
+          params=["datasets", "manifest", "features.sample_rate", "features.hop_ms", "train.conv_kernel",
+                  "train.conv_strides"],
+          metrics=[f"{MET}/manifest.json"], code=[f"{LIB}/manifest.py", f"{LIB}/archives.py"]),
     Stage("stats",
           _cmd("stats", f"--manifests {MAN} --out {STATS}"),
           deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], code=[f"{LIB}/features.py"]),
@@ -74,8 +77,8 @@ STAGES: list[Stage] = [
           _cmd("vocab", f"--manifests {MAN} --out {VOCAB}"),
           deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], code=[f"{LIB}/text.py"]),
     Stage("lm",
-          _cmd("lm", f"--raw {RAW} --manifests {MAN} --vocab {VOCAB} --out {LM} --metrics {MET}/lm.json"),
-          deps=[f"{RAW}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"],
+          _cmd("lm", f"--archives {ARCH} --manifests {MAN} --vocab {VOCAB} --out {LM} --metrics {MET}/lm.json"),
+          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"],
           metrics=[f"{MET}/lm.json"], code=[f"{LIB}/lm.py"]),
     Stage("train",
           _cmd("train", f"--manifests {MAN} --stats {STATS} --vocab {VOCAB} --out {MODEL} "

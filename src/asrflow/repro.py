@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 # What a run from clean must reproduce byte for byte (per dataset).
-PRODUCTS = ["data/{d}/raw", "data/{d}/manifests", "data/{d}/stats.json", "data/{d}/vocab.txt",
+PRODUCTS = ["data/{d}/archives", "data/{d}/manifests", "data/{d}/stats.json", "data/{d}/vocab.txt",
             "data/{d}/lm/lm.bin", "data/{d}/lm/lm.arpa", "models/{d}/model.pt", "results/{d}/tune/grid.csv",
             "results/{d}/tune/best.json", "results/{d}/evaluate", "metrics/{d}/evaluate.json",
             "metrics/{d}/tune.json", "reports/{d}_wer.md"]

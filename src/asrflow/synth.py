@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asrflow.archives import gzip_text, hash_file, pack_tree, write_checksums
 from asrflow.synth_text import generate_splits
 
 
@@ -102,20 +103,23 @@ def _synth_job(args: tuple[Utterance, str, int]) -> str:
 
 def generate_corpus(cfg: dict[str, Any], seed: int, out_dir: str | Path, sample_rate: int = 16000,
                     workers: int = 0, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Write the synth corpus to ``out_dir`` in LibriSpeech layout.
+    """Write the synth corpus to ``out_dir`` as LibriSpeech-shaped archives.
 
-    ``out_dir/LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`` with one
-    ``<speaker>-<chapter>.trans.txt`` per chapter (upper case, as LibriSpeech), plus
-    ``out_dir/lm/corpus.txt`` (LM sentences) and ``out_dir/SPEAKERS.tsv``. The tree is built in
-    a temporary sibling directory and renamed into place, so an interrupted run leaves no
-    half corpus at ``out_dir``. Returns summary counts.
+    ``out_dir/<subset>.tar.gz`` holds ``LibriSpeech/<subset>/<speaker>/<chapter>/`` with one
+    16 kHz FLAC per utterance and a ``<speaker>-<chapter>.trans.txt`` per chapter (upper
+    case, as LibriSpeech), plus ``LibriSpeech/SPEAKERS.tsv``; ``out_dir/lm-corpus.txt.gz``
+    holds the LM sentences and ``out_dir/checksums.json`` the SHA-256 of each file. The
+    archives are byte-reproducible for (cfg, seed). Everything is built in temporary
+    siblings and renamed into place, so an interrupted run leaves nothing at ``out_dir``.
+    Returns summary counts.
     """
     out_dir = Path(out_dir)
     utts, lm_text = plan_corpus(cfg, seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tree = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tree-", dir=out_dir.parent))
+    packed = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        root = tmp / "LibriSpeech"
+        root = tree / "LibriSpeech"
         jobs = []
         by_chapter: dict[Path, list[Utterance]] = {}
         for u in utts:
@@ -134,21 +138,30 @@ def generate_corpus(cfg: dict[str, Any], seed: int, out_dir: str | Path, sample_
                 done += 1
                 if progress:
                     progress(done, len(jobs))
-        (tmp / "lm").mkdir()
-        (tmp / "lm" / "corpus.txt").write_text("".join(s + "\n" for s in lm_text), encoding="utf-8")
         speakers = sorted({u.speaker for u in utts}, key=lambda s: s.speaker_id)
-        (tmp / "SPEAKERS.tsv").write_text(
+        (root / "SPEAKERS.tsv").write_text(
             "speaker\tvoice\tvariant\tsubset\n"
             + "".join(f"{s.speaker_id}\t{s.voice}\t{s.variant}\t{s.subset}\n" for s in speakers), encoding="utf-8")
+        sums = {}
+        for subset in cfg["utterances"]:
+            name = f"{subset}.tar.gz"
+            members = [root, root / "SPEAKERS.tsv", *(root / subset).rglob("*"), root / subset]
+            pack_tree(tree, members, packed / name)
+            sums[name] = hash_file(packed / name, ["sha256"])
+        gzip_text(lm_text, packed / "lm-corpus.txt.gz")
+        sums["lm-corpus.txt.gz"] = hash_file(packed / "lm-corpus.txt.gz", ["sha256"])
+        write_checksums(packed, sums)
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        os.replace(packed, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(packed, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
     counts = {f"utterances_{k}": sum(1 for u in utts if u.subset == k) for k in cfg["utterances"]}
     counts.update({f"speakers_{k}": len({u.speaker.speaker_id for u in utts if u.subset == k})
                    for k in cfg["utterances"]})
     counts["lm_sentences"] = len(lm_text)
+    counts["archive_bytes"] = sum((out_dir / n).stat().st_size for n in sums)
     return counts
-

@@ -22,30 +22,35 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from asrflow.features import FeatureConfig, LogMel, load_audio, read_stats
+from asrflow.features import FeatureConfig, LogMel, read_stats
+from asrflow.manifest import ManifestAudio, read_manifest
 from asrflow.metrics import corpus_rates
 from asrflow.model import DeepSpeech2, ModelConfig, count_parameters
 from asrflow.text import Tokenizer, read_vocab
 
 
-def utterance_features(path: str, fe: LogMel, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Normalised log-mel features (frames, n_mels) of one file."""
-    wav = torch.from_numpy(load_audio(path, fe.cfg.sample_rate))
-    return (fe(wav) - mean) / std
+def utterance_features(wav: np.ndarray, fe: LogMel, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Normalised log-mel features (frames, n_mels) of one decoded waveform."""
+    return (fe(torch.from_numpy(wav)) - mean) / std
 
 
 class UtteranceDataset(torch.utils.data.Dataset):
-    def __init__(self, rows: pd.DataFrame, tokenizer: Tokenizer, fe: LogMel, mean: torch.Tensor, std: torch.Tensor):
-        self.paths = rows["audio_filepath"].tolist()
+    """Features and labels of ``rows`` (a manifest slice whose index holds the row numbers
+    in the Parquet file ``audio`` reads from)."""
+
+    def __init__(self, rows: pd.DataFrame, audio: ManifestAudio, tokenizer: Tokenizer, fe: LogMel,
+                 mean: torch.Tensor, std: torch.Tensor):
+        self.audio, self.rows = audio, rows.index.tolist()
         self.texts = rows["text"].tolist()
         self.labels = [tokenizer.encode(t) for t in self.texts]
         self.fe, self.mean, self.std = fe, mean, std
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return utterance_features(self.paths[i], self.fe, self.mean, self.std), torch.tensor(self.labels[i]), i
+        wav = self.audio[self.rows[i]]
+        return utterance_features(wav, self.fe, self.mean, self.std), torch.tensor(self.labels[i]), i
 
 
 def collate(items: list[tuple[torch.Tensor, torch.Tensor, int]]):
@@ -208,12 +213,12 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     tokenizer = Tokenizer(tokens)
     fe = LogMel(feat_cfg)
     mean, std = read_stats(stats_path)
-    rows = pd.read_parquet(train_manifest)
+    rows = read_manifest(train_manifest)
     ok = rows["text"].map(lambda t: not tokenizer.unknown_chars(t))
     skipped = int((~ok).sum())
-    rows = rows[ok].reset_index(drop=True)
-    dev_rows = pd.read_parquet(dev_manifest)
-    dev_rows = dev_rows[dev_rows["text"].map(lambda t: not tokenizer.unknown_chars(t))].reset_index(drop=True)
+    rows = rows[ok]  # the index keeps each row's number in the Parquet file
+    dev_rows = read_manifest(dev_manifest)
+    dev_rows = dev_rows[dev_rows["text"].map(lambda t: not tokenizer.unknown_chars(t))]
     if skipped and master:
         log(f"skipping {skipped} training utterances with characters outside the vocabulary")
 
@@ -231,8 +236,8 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     padding_fraction = 1.0 - float(sum(durations)) / padded if padded else 0.0
     if master:
         log(f"{len(batches)} batches of <= {batch_seconds:.0f} s audio; padding fraction {padding_fraction:.3f}")
-    ds = UtteranceDataset(rows, tokenizer, fe, mean, std)
-    dev_ds = UtteranceDataset(dev_rows, tokenizer, fe, mean, std)
+    ds = UtteranceDataset(rows, ManifestAudio(train_manifest, feat_cfg.sample_rate), tokenizer, fe, mean, std)
+    dev_ds = UtteranceDataset(dev_rows, ManifestAudio(dev_manifest, feat_cfg.sample_rate), tokenizer, fe, mean, std)
     dev_loader = torch.utils.data.DataLoader(
         dev_ds, batch_sampler=make_batches(dev_rows["duration"].tolist(), batch_seconds), collate_fn=collate)
     epochs = train_cfg["epochs"]
