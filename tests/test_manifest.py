@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 from asrflow.features import load_audio
-from asrflow.manifest import REASONS, ManifestAudio, ManifestConfig, ctc_min_frames, read_manifest, write_manifests
+from asrflow.geometry import ctc_min_frames
+from asrflow.manifest import REASONS, ManifestAudio, ManifestConfig, read_manifest, write_manifests
 
 # 10 ms hop, conv time strides 3 and 1 (kernel 5): 30 ms per model frame, as the defaults
 CFG = ManifestConfig(min_duration=0.3, max_duration=5.0, allowed_chars="abcdefghijklmnopqrstuvwxyz'",

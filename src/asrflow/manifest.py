@@ -25,10 +25,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import soundfile as sf
+from soundfile import _ffi, _snd  # libsndfile's C API, as soundfile binds it
 from tqdm import tqdm
 
-from asrflow.model import conv_output_length
+from asrflow.geometry import conv_output_length, ctc_min_frames
 from asrflow.text import normalize
 
 COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset"]
@@ -50,6 +50,7 @@ REASONS = {
     "duplicate_id": "a second transcript line for the same utterance id",
 }
 PROBE_CHUNK = 64
+_SFM_READ = 0x10
 
 
 @dataclass(frozen=True)
@@ -82,36 +83,35 @@ class ManifestConfig:
         return conv_output_length(num_samples // hop + 1, self.conv_kernel_t, list(self.time_strides))
 
 
-def ctc_min_frames(text: str) -> int:
-    """Frames CTC needs for ``text``: one per character plus a blank between repeats."""
-    return len(text) + sum(1 for a, b in zip(text, text[1:]) if a == b)
-
-
 def probe(path: str) -> tuple[int, int, int, str, str]:
     """``(frames, sample_rate, channels, reason, detail)`` from the header and the last frame.
 
-    Reads the header, then seeks to the last frame and decodes just that block: a file
-    cut short (an interrupted copy) fails there. Corruption in the middle of a file is
-    only found by decoding it all; the loaders report such a file by name.
+    Opens the file with libsndfile (through soundfile's C binding, without the Python
+    wrapper's per-call overhead: this runs once per utterance), reads the header, then
+    seeks to the last frame and decodes just that block: a file cut short (an interrupted
+    copy) fails there. Corruption in the middle of a file is only found by decoding it
+    all; the loaders name such a file when they meet it.
     """
     try:
         if os.path.getsize(path) == 0:
             return 0, 0, 0, "unreadable_audio", "0-byte file"
-        with sf.SoundFile(path) as f:
-            frames, sr, ch = f.frames, f.samplerate, f.channels
-            if frames <= 0:
-                return 0, sr, ch, "unreadable_audio", "no audio frames"
-            try:
-                f.seek(frames - 1)
-                last = f.read(1)
-            except Exception as e:  # libsndfile: "Internal psf_fseek() failed" and kin
-                last, err = None, str(e)
-            if last is None or len(last) != 1:
-                detail = f"header promises {frames} frames; the last cannot be read"
-                return frames, sr, ch, "truncated_audio", detail + (f" ({err})" if last is None else "")
+    except OSError as e:
+        return 0, 0, 0, "missing_audio", str(e)
+    info = _ffi.new("SF_INFO*")
+    handle = _snd.sf_open(path.encode(), _SFM_READ, info)
+    if handle == _ffi.NULL:
+        err = _ffi.string(_snd.sf_strerror(_ffi.NULL)).decode("utf-8", "replace")
+        return 0, 0, 0, "unreadable_audio", err.replace("\n", " ")[:200]
+    try:
+        frames, sr, ch = int(info.frames), int(info.samplerate), int(info.channels)
+        if frames <= 0:
+            return 0, sr, ch, "unreadable_audio", "no audio frames"
+        buf = _ffi.new("short[]", ch)
+        if _snd.sf_seek(handle, frames - 1, 0) != frames - 1 or _snd.sf_readf_short(handle, buf, 1) != 1:
+            return frames, sr, ch, "truncated_audio", f"header promises {frames} frames; the last cannot be read"
         return frames, sr, ch, "", ""
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError for bad headers
-        return 0, 0, 0, "unreadable_audio", str(e).replace("\n", " ")[:200]
+    finally:
+        _snd.sf_close(handle)
 
 
 def _probe_many(paths: list[str]) -> list[tuple[int, int, int, str, str]]:
@@ -137,10 +137,23 @@ def probe_all(paths: list[str], workers: int, desc: str) -> list[tuple[int, int,
     return out
 
 
-def read_transcripts(subset_dir: Path) -> tuple[list[tuple[str, str, Path]], list[dict[str, str]]]:
-    """Every ``(utt_id, text, trans_file)`` in a subset, and rejects for malformed lines."""
+def _walk(subset_dir: Path) -> tuple[list[Path], dict[str, str]]:
+    """Transcript files and ``{utt_id: flac path}`` of a subset, in one directory walk."""
+    trans, flacs = [], {}
+    for dirpath, dirnames, filenames in os.walk(subset_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".trans.txt"):
+                trans.append(Path(dirpath) / name)
+            elif name.endswith(".flac"):
+                flacs[name[:-5]] = os.path.join(dirpath, name)
+    return trans, flacs
+
+
+def read_transcripts(trans_files: list[Path]) -> tuple[list[tuple[str, str, Path]], list[dict[str, str]]]:
+    """Every ``(utt_id, text, trans_file)`` of the files, and rejects for malformed lines."""
     rows, rejects = [], []
-    for trans in sorted(subset_dir.rglob("*.trans.txt")):
+    for trans in trans_files:
         for lineno, line in enumerate(trans.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
@@ -161,18 +174,19 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
         sdir = raw_dir / "LibriSpeech" / subset
         if not sdir.is_dir():
             raise FileNotFoundError(f"subset '{subset}' of split '{split}' not found at {sdir}")
-        rows, bad = read_transcripts(sdir)
+        trans_files, flacs = _walk(sdir)
+        rows, bad = read_transcripts(trans_files)
         rejects += [{"split": split, "subset": subset, **r} for r in bad]
         seen: set[str] = set()
         listed = {r["utt_id"] for r in bad} | {utt_id for utt_id, _, _ in rows}
         for utt_id, text, trans in rows:
-            audio = trans.parent / f"{utt_id}.flac"
-            reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": str(audio)}
+            audio = flacs.get(utt_id) or str(trans.parent / f"{utt_id}.flac")
+            reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": audio}
             if utt_id in seen:
                 rejects.append({**reject, "reason": "duplicate_id", "detail": f"second line for {utt_id} in {trans}"})
                 continue
             seen.add(utt_id)
-            if not audio.exists():
+            if utt_id not in flacs:
                 rejects.append({**reject, "reason": "missing_audio", "detail": f"listed in {trans}"})
                 continue
             text = normalize(text)
@@ -181,12 +195,12 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
                 rejects.append({**reject, "reason": "bad_characters", "detail": "".join(bad_chars)})
                 continue
             candidates.append((utt_id, text, audio, subset))
-        for audio in sorted(sdir.rglob("*.flac")):
-            if audio.stem not in listed:
-                rejects.append({"split": split, "subset": subset, "utt_id": audio.stem, "path": str(audio),
+        for utt_id, audio in flacs.items():
+            if utt_id not in listed:
+                rejects.append({"split": split, "subset": subset, "utt_id": utt_id, "path": audio,
                                 "reason": "no_transcript", "detail": "no line in the chapter's trans.txt"})
     workers = cfg.workers or os.cpu_count() or 1
-    probes = probe_all([str(c[2]) for c in candidates], workers, f"probe {split}")
+    probes = probe_all([c[2] for c in candidates], workers, f"probe {split}")
     good = []
     for (utt_id, text, audio, subset), (frames, sr, ch, reason, detail) in zip(candidates, probes):
         reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": str(audio)}
@@ -230,7 +244,10 @@ def write_split(df: pd.DataFrame, out_dir: Path, split: str, cfg: ManifestConfig
     """
     schema, rejects, written = _schema(cfg.audio_bytes), [], 0
     pq_tmp, jl_tmp = out_dir / f".{split}.parquet.tmp", out_dir / f".{split}.jsonl.tmp"
-    with pq.ParquetWriter(pq_tmp, schema) as writer, open(jl_tmp, "w", encoding="utf-8") as jl:
+    # FLAC does not compress: the audio column is stored plain (no snappy pass, no dictionary).
+    text_cols = [c for c in schema.names if c != AUDIO]
+    with pq.ParquetWriter(pq_tmp, schema, compression={**{c: "snappy" for c in text_cols}, AUDIO: "none"},
+                          use_dictionary=text_cols) as writer, open(jl_tmp, "w", encoding="utf-8") as jl:
         for start in range(0, len(df), cfg.row_group_rows):
             chunk = df.iloc[start:start + cfg.row_group_rows]
             cols = {c: chunk[c].tolist() for c in COLUMNS}

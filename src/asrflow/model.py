@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from asrflow.geometry import conv_output_length
+
 
 @dataclass
 class ModelConfig:
@@ -40,14 +42,6 @@ class ModelConfig:
         for _, t in self.conv_strides:
             s *= t
         return s
-
-
-def conv_output_length(frames, kernel_t: int, time_strides: list[int]):
-    """Frames left after the conv front end (int or tensor): the one formula the model and
-    the manifest's too-short-for-label check share."""
-    for st in time_strides:
-        frames = (frames + 2 * (kernel_t // 2) - kernel_t) // st + 1
-    return frames
 
 
 class DeepSpeech2(nn.Module):

@@ -1,0 +1,111 @@
+"""Audio loading: decoded waveforms from the Parquet shards vs opening each FLAC file.
+
+    python bench/bench_loader.py [--files 1500] [--repeats 3]
+
+- parquet_vs_files_speedup: audio-seconds per second delivered as decoded float32
+  waveforms, reading the manifest's Parquet (embedded FLAC bytes, row groups read whole,
+  asrflow.manifest.ManifestAudio) vs opening the same utterances' FLAC files one by one
+  (asrflow.features.load_audio on each path), same order (the manifest's), cold page
+  cache for both (every file evicted with posix_fadvise(DONTNEED) before each pass).
+- parquet_vs_files_speedup_warm: the same with everything already in the page cache
+  (decode-bound; what a machine with RAM to spare sees after the first epoch).
+- parquet_vs_files_read_speedup_cold: the I/O part alone: encoded bytes per second,
+  cold cache, Parquet row groups vs opening and reading each file (no decoding).
+
+The corpus is distinct files (copies, not links) of ~12 s spoken by espeak-ng. Runs
+alternate between the two readers; medians. Prints one JSON object as its last line and
+writes reports/bench/loader.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from corpus import REPO, emit, evict, make_corpus, make_sources, median
+
+from asrflow.config import load_params
+from asrflow.features import load_audio
+from asrflow.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
+
+
+def from_files(paths: list[str], sr: int) -> float:
+    return sum(len(load_audio(p, sr)) for p in paths) / sr
+
+
+def from_parquet(path: Path, sr: int) -> float:
+    audio = ManifestAudio(path, sr)
+    return sum(len(audio[i]) for i in range(len(audio))) / sr
+
+
+def bytes_from_files(paths: list[str], _sr: int) -> float:
+    n = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            n += len(f.read())
+    return n
+
+
+def bytes_from_parquet(path: Path, _sr: int) -> float:
+    audio = ManifestAudio(path, _sr)
+    return sum(len(audio.encoded(i)) for i in range(len(audio)))
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    seconds = fn(*args)
+    return seconds, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=1500)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    cfg = ManifestConfig.from_params(load_params(REPO / "params.yaml"))
+    sr = cfg.sample_rate
+    with tempfile.TemporaryDirectory(prefix="asrflow-bench-loader-") as tmp:
+        tmp = Path(tmp)
+        make_corpus(tmp / "raw", make_sources(tmp / "src", 24, sentences_per_file=4), args.files, link=False)
+        write_manifests(tmp / "raw", {"train": ["train"]}, tmp / "man", cfg)
+        parquet = tmp / "man" / "train.parquet"
+        paths = read_manifest(parquet)["audio_filepath"].tolist()
+        rates: dict[str, list[float]] = {"files_cold": [], "parquet_cold": [], "files_warm": [], "parquet_warm": []}
+        audio_s = 0.0
+        for _ in range(args.repeats):
+            for kind in ("files", "parquet"):
+                evict(paths + [str(parquet)])
+                audio_s, wall = timed(from_files, paths, sr) if kind == "files" else timed(from_parquet, parquet, sr)
+                rates[f"{kind}_cold"].append(audio_s / wall)
+        for _ in range(args.repeats):
+            for kind in ("files", "parquet"):
+                audio_s, wall = timed(from_files, paths, sr) if kind == "files" else timed(from_parquet, parquet, sr)
+                rates[f"{kind}_warm"].append(audio_s / wall)
+        reads: dict[str, list[float]] = {"files": [], "parquet": []}
+        for _ in range(args.repeats):
+            for kind, fn, arg in (("files", bytes_from_files, paths), ("parquet", bytes_from_parquet, parquet)):
+                evict(paths + [str(parquet)])
+                n, wall = timed(fn, arg, sr)
+                reads[kind].append(n / wall / 1e6)
+        parquet_mb = parquet.stat().st_size / 1e6
+    med = {k: median(v) for k, v in rates.items()}
+    result = {
+        "parquet_vs_files_speedup": round(med["parquet_cold"] / med["files_cold"], 2),
+        "goal_speedup": 2,
+        "parquet_audio_s_per_s_cold": round(med["parquet_cold"], 1), "files_audio_s_per_s_cold": round(med["files_cold"], 1),
+        "parquet_vs_files_speedup_warm": round(med["parquet_warm"] / med["files_warm"], 2),
+        "parquet_audio_s_per_s_warm": round(med["parquet_warm"], 1), "files_audio_s_per_s_warm": round(med["files_warm"], 1),
+        "parquet_vs_files_read_speedup_cold": round(median(reads["parquet"]) / median(reads["files"]), 2),
+        "parquet_read_mb_per_s_cold": round(median(reads["parquet"]), 1),
+        "files_read_mb_per_s_cold": round(median(reads["files"]), 1),
+        "utterances": args.files, "audio_hours": round(audio_s / 3600, 3), "parquet_mb": round(parquet_mb, 1),
+        "row_group_rows": cfg.row_group_rows, "repeats": args.repeats, "cores": os.cpu_count(),
+    }
+    emit("loader", result)
+
+
+if __name__ == "__main__":
+    main()
