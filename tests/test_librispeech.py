@@ -196,3 +196,35 @@ def test_hostile_members_refused(serve, tmp_path, archive):
     assert not Path("/tmp/asrflow-abs-escape.txt").exists()
     raw = tmp_path / "raw"
     assert not any(p for p in raw.rglob("*") if p.name != ".extracted"), list(raw.rglob("*"))
+
+
+def test_killed_extraction_leaves_no_half_subset(tmp_path):
+    """kill -9 in the middle of extracting: the subset is absent (not half there), no stamp
+    claims it, and the next run extracts it whole."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    members = {f"LibriSpeech/dev-clean/1/2/1-2-{i:04d}.flac": os.urandom(200_000) for i in range(400)}
+    archive = make_archive(members)
+    arch = tmp_path / "archives"
+    arch.mkdir()
+    (arch / "dev-clean.tar.gz").write_bytes(archive)
+    (arch / "checksums.json").write_text(json.dumps({"dev-clean.tar.gz": {"sha256": sha(archive)[7:]}}))
+    raw = tmp_path / "raw"
+    code = f"from pathlib import Path; from asrflow.archives import extract_archives; " \
+           f"extract_archives(Path({str(arch)!r}), Path({str(raw)!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(raw.glob(".extract-*/LibriSpeech/dev-clean/1/2/*.flac")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (raw / "LibriSpeech" / "dev-clean").exists()
+    assert not (raw / ".extracted" / "dev-clean.tar.gz").exists()
+    assert extract_archives(arch, raw) == {"dev-clean.tar.gz": True}
+    assert len(list((raw / "LibriSpeech/dev-clean/1/2").glob("*.flac"))) == 400
+    assert not list(raw.glob(".extract-*")), "the killed run's temporary tree is cleaned up"
+    assert extract_archives(arch, raw) == {"dev-clean.tar.gz": False}

@@ -262,6 +262,9 @@ def extract_archives(archive_dir: Path, raw_dir: Path, log=print) -> dict[str, b
     sums = read_checksums(archive_dir)
     stamps = raw_dir / STAMP_DIR
     stamps.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(raw_dir.glob(".extract-*")):  # left by a killed extraction
+        log(f"removing {stale}, left by an interrupted extraction")
+        shutil.rmtree(stale, ignore_errors=True)
     done = {}
     for name, s in sorted(sums.items()):
         if not name.endswith((".tar.gz", ".tgz", ".tar")):
