@@ -39,7 +39,7 @@ rule download:
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/download.log"
     benchmark: "benchmarks/{dataset}/download.tsv"
-    threads: workflow.cores  # synthesis / extraction use every core
+    threads: workflow.cores  # synth: espeak-ng processes on every core
     resources: net=1  # at most one download at a time per host
     shell: P.smk_shell("download", config) + " 2>&1 | tee {log}"
 
@@ -51,7 +51,7 @@ rule manifest:
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/manifest.log"
     benchmark: "benchmarks/{dataset}/manifest.tsv"
-    threads: workflow.cores  # header reads are spread over all cores
+    threads: workflow.cores  # extraction, then header probes on every core
     shell: P.smk_shell("manifest", config) + " 2>&1 | tee {log}"
 
 
