@@ -13,6 +13,7 @@ stream a few large sequential files instead of opening every small one.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sys
@@ -344,7 +345,6 @@ class ManifestAudio:
         return len(self.paths)
 
     def _group_of(self, i: int) -> int:
-        import bisect
         return bisect.bisect_right(self._starts, i) - 1
 
     def encoded(self, i: int) -> bytes:
