@@ -68,6 +68,9 @@ class Server:
                 start = 0
                 if self.headers.get("Range"):
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
@@ -144,6 +147,17 @@ def test_cut_transfer_resumes_and_verifies(serve, tmp_path):
     fetch(s, tmp_path, lm=True, sums={"dev-clean": sha(GOOD),
                                       "librispeech-lm-norm.txt.gz": "md5:" + hashlib.md5(LM_TEXT).hexdigest()})
     assert len(s.requests) == n and flac.stat().st_mtime_ns == before
+
+
+def test_complete_part_file_is_verified_not_refetched(serve, tmp_path):
+    """Killed after the last byte but before verification: the server answers the Range
+    request with 416, and the whole .part is verified and kept."""
+    s = serve({"12/dev-clean.tar.gz": GOOD})
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store/dev-clean.tar.gz.part").write_bytes(GOOD)
+    fetch(s, tmp_path)
+    assert s.requests == [("12/dev-clean.tar.gz", f"bytes={len(GOOD)}-")]
+    assert (tmp_path / "raw/LibriSpeech/dev-clean/1/2/1-2-0000.flac").read_bytes() == FLAC
 
 
 def test_pinned_md5_is_checked(serve, tmp_path):

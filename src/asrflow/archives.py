@@ -103,7 +103,13 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
     """Append ``url``'s bytes to ``part``, resuming with an HTTP Range request if it exists."""
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing past what we hold: the transfer was complete; verify it
+            return
+        raise
+    with resp:
         if have and resp.status != 206:  # server ignored Range: start over
             have = 0
         length = resp.headers.get("Content-Length")
