@@ -11,7 +11,6 @@ writes it to reports/bench/reproducibility.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 from asrflow.repro import copy_project, product_digests  # noqa: E402
+from corpus import emit  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def run_once(workdir: Path) -> float:
@@ -54,10 +54,7 @@ def main() -> None:
     result = {"files_compared": len(a.keys() | b.keys()), "files_identical": len(a.keys() | b.keys()) - len(differing),
               "differing_files": differing, "byte_identical": not differing and bool(a),
               "run_wall_s": [round(w, 1) for w in walls]}
-    out = REPO / "reports" / "bench" / "reproducibility.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit("reproducibility", result)
 
 
 if __name__ == "__main__":

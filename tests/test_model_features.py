@@ -2,7 +2,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asrflow.features import FeatureConfig, LogMel, compute_stats, num_frames
+from asrflow.features import FeatureConfig, LogMel, compute_stats, load_audio, num_frames
 from asrflow.model import DeepSpeech2, ModelConfig, count_parameters
 from asrflow.train import epoch_batches, make_batches
 
@@ -13,7 +13,7 @@ def test_logmel_shape_and_stats(tmp_path):
     sf.write(tmp_path / "a.flac", x, 16000)
     feats = LogMel(cfg)(torch.from_numpy(x))
     assert feats.shape == (num_frames(16000, cfg), 40)
-    s = compute_stats([str(tmp_path / "a.flac")], cfg)
+    s = compute_stats([load_audio(tmp_path / "a.flac", cfg.sample_rate)], cfg)
     assert len(s["mean"]) == 40 and s["frames"] == feats.shape[0] and min(s["std"]) > 0
 
 

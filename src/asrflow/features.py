@@ -79,9 +79,9 @@ def num_frames(num_samples: int, cfg: FeatureConfig) -> int:
     return num_samples // cfg.hop_length + 1
 
 
-def compute_stats(audio: Iterable[str | Path | np.ndarray], cfg: FeatureConfig) -> dict[str, Any]:
-    """Per-mel-bin mean and std of log-mel features over ``audio`` (file paths or decoded
-    waveforms; float64 accumulation).
+def compute_stats(waveforms: Iterable[np.ndarray], cfg: FeatureConfig) -> dict[str, Any]:
+    """Per-mel-bin mean and std of log-mel features over decoded ``waveforms`` (float64
+    accumulation).
 
     Returns ``{"mean": [...], "std": [...], "frames": N, "utterances": K}``.
     """
@@ -89,8 +89,7 @@ def compute_stats(audio: Iterable[str | Path | np.ndarray], cfg: FeatureConfig) 
     total = np.zeros(cfg.n_mels)
     total_sq = np.zeros(cfg.n_mels)
     frames = n = 0
-    for a in audio:
-        wav = a if isinstance(a, np.ndarray) else load_audio(a, cfg.sample_rate)
+    for wav in waveforms:
         n += 1
         feats = fe(torch.from_numpy(wav)).double().numpy()
         total += feats.sum(0)
