@@ -5,6 +5,7 @@ SHELL := /bin/bash
 
 PYTHON_SYS ?= python3
 VENV       := .venv
+BENCH_VENV := .venv-bench
 PY         := $(VENV)/bin/python
 KENLM_VER  := 0.3.0
 UV_VER     := 0.13.9
@@ -57,8 +58,17 @@ run: install
 test: install
 	$(PY) -m pytest -q tests
 
+# The peer decoder bench_decode.py compares against lives in its own environment:
+# pyctcdecode pins numpy<2, which would drag the product's stack back, so it is
+# installed with --no-deps beside the numpy 1.x, kenlm and pygtrie it imports.
+$(BENCH_VENV)/.installed: | $(VENV)/.installed
+	[ -x $(BENCH_VENV)/bin/python ] || $(PYTHON_SYS) -m venv $(BENCH_VENV)
+	$(VENV)/bin/uv pip install -q --python $(BENCH_VENV)/bin/python numpy==1.26.4 kenlm==$(KENLM_VER) pygtrie==2.5.0
+	$(VENV)/bin/uv pip install -q --python $(BENCH_VENV)/bin/python --no-deps pyctcdecode==0.5.0
+	touch $@
+
 # Each benchmark prints one JSON object as its last line and writes reports/bench/<name>.json.
-bench: install
+bench: install $(BENCH_VENV)/.installed
 	@benches="$(wildcard bench/bench_*.py)"; [ -n "$$benches" ] || { echo "no benchmarks under bench/ yet"; exit 0; }; \
 	for b in $$benches; do $(PY) $$b; done
 
@@ -69,4 +79,4 @@ clean:
 	rm -rf data models results metrics plots logs benchmarks cache mlruns reports/*_wer.md reports/*.png .snakemake
 
 distclean: clean
-	rm -rf $(VENV) .tools
+	rm -rf $(VENV) $(BENCH_VENV) .tools

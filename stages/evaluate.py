@@ -29,7 +29,7 @@ def run(ctx: Context) -> dict:
     best = json.loads(Path(a.tune, "best.json").read_text())
     tokens = checkpoint_vocab(model)
     tok = Tokenizer(tokens)
-    search = BeamSearch(tokens, f"{a.lm}/lm.bin", f"{a.lm}/lexicon.txt", BeamConfig(**ctx.params["decode"]))
+    search = BeamSearch(tokens, a.lm, BeamConfig(**ctx.params["decode"]))
     search.set_weights(best["alpha"], best["beta"])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

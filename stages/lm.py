@@ -1,8 +1,9 @@
-"""Stage 'lm': a KenLM n-gram over the LM text, as ARPA, binary and lexicon."""
+"""Stage 'lm': KenLM n-grams over the LM text (word LM + lexicon, optional character LM),
+with their perplexity on the dev transcripts."""
 
 from pathlib import Path
 
-from asrflow.lm import build_lm, corpus_lines, find_corpus, prepare_text
+from asrflow.lm import LMConfig, build_lm, corpus_lines, find_corpus, perplexity
 from asrflow.manifest import read_manifest
 from asrflow.stagekit import Context, main
 from asrflow.text import SPACE, BLANK, read_vocab
@@ -12,29 +13,35 @@ def add_args(p):
     p.add_argument("--archives", required=True, help="the download stage's directory (holds the LM text)")
     p.add_argument("--manifests", required=True)
     p.add_argument("--vocab", required=True)
-    p.add_argument("--out", required=True, help="LM directory (lm.arpa, lm.bin, lexicon.txt)")
+    p.add_argument("--out", required=True, help="LM directory (lm.arpa, lm.bin, lexicon.txt[, char.arpa, char.bin])")
     p.add_argument("--metrics", required=True)
 
 
-def run(ctx: Context) -> dict:
-    cfg = ctx.params["lm"]
-    alphabet = set(read_vocab(ctx.args.vocab)) - {BLANK, SPACE}
-    lines: list[str] = []
-    if "corpus" in cfg["sources"]:
+def lm_text(ctx: Context, cfg: LMConfig):
+    """The LM's source lines, streamed: the dataset's LM corpus and/or the train transcripts."""
+    if "corpus" in cfg.sources:
         corpus = find_corpus(Path(ctx.args.archives))
         if corpus is None:
             ctx.log(f"no LM corpus in {ctx.args.archives}; using the other sources only")
         else:
-            lines += list(corpus_lines(corpus))
-    if "transcripts" in cfg["sources"]:
-        lines += read_manifest(f"{ctx.args.manifests}/train.parquet")["text"].tolist()
-    text, skipped = prepare_text(lines, alphabet)
-    if not text:
-        raise ValueError(f"no LM text left from sources {cfg['sources']} ({skipped} lines had characters "
-                         "outside the vocabulary)")
-    metrics = build_lm(text, ctx.args.out, cfg["order"], cfg["memory"], cfg["binary_type"])
-    metrics["skipped_lines"] = skipped
-    metrics["order"] = cfg["order"]
+            yield from corpus_lines(corpus)
+    if "transcripts" in cfg.sources:
+        yield from read_manifest(f"{ctx.args.manifests}/train.parquet")["text"]
+
+
+def run(ctx: Context) -> dict:
+    cfg = LMConfig.from_params(ctx.params["lm"])
+    alphabet = set(read_vocab(ctx.args.vocab)) - {BLANK, SPACE}
+    metrics = build_lm(lm_text(ctx, cfg), alphabet, ctx.args.out, cfg)
+    out = Path(ctx.args.out)
+    dev = read_manifest(f"{ctx.args.manifests}/dev.parquet")["text"].tolist()
+    metrics.update({f"dev_{k}": v for k, v in perplexity(out / "lm.bin", dev).items()})
+    if cfg.char_order:
+        metrics.update({f"char_dev_{k}": v for k, v in perplexity(out / "char.bin", dev, chars=True).items()})
+    ctx.log(f"{cfg.order}-gram over {metrics['sentences']} sentences, {metrics['vocabulary']} words kept "
+            f"({metrics['unk_tokens']} tokens mapped to <unk>): {metrics['ngrams']} n-grams, "
+            f"{cfg.binary_type} binary {metrics['binary_mb']} MB; dev perplexity {metrics['dev_perplexity']} "
+            f"(OOV {metrics['dev_oov_rate']}%)")
     return metrics
 
 

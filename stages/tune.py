@@ -1,11 +1,13 @@
 """Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once."""
 
 import csv
+import dataclasses
 import time
 from pathlib import Path
 
 from asrflow.decode import BeamConfig, compute_logprobs, greedy_decode
 from asrflow.metrics import corpus_rates
+from asrflow.report import plot_surface
 from asrflow.stagekit import Context, main, write_json
 from asrflow.text import Tokenizer
 from asrflow.train import checkpoint_vocab
@@ -15,11 +17,19 @@ from asrflow.tune import best_point, make_grid, run_grid
 def add_args(p):
     p.add_argument("--manifests", required=True)
     p.add_argument("--model", required=True, help="model directory holding model.pt")
-    p.add_argument("--lm", required=True, help="LM directory holding lm.bin and lexicon.txt")
+    p.add_argument("--lm", required=True, help="LM directory (lm.bin + lexicon.txt, or char.bin)")
     p.add_argument("--cache", required=True, help="log-prob cache directory (content-addressed)")
-    p.add_argument("--out", required=True, help="tuning results directory (best.json, grid.csv)")
+    p.add_argument("--out", required=True, help="tuning results directory (best.json, grid.csv, surface.png)")
     p.add_argument("--metrics", required=True)
     p.add_argument("--plots", required=True, help="grid CSV for DVC plots")
+
+
+def write_grid(path: Path, grid: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["alpha", "beta", "wer", "cer"])
+        w.writeheader()
+        w.writerows(grid)
 
 
 def run(ctx: Context) -> dict:
@@ -30,29 +40,34 @@ def run(ctx: Context) -> dict:
     tokens = checkpoint_vocab(model)
     greedy = corpus_rates(refs, [greedy_decode(lp, Tokenizer(tokens)) for lp in logprobs])
     points = make_grid(tuple(t["alpha"]), t["alpha_count"], tuple(t["beta"]), t["beta_count"])
-    cfg = BeamConfig(**ctx.params["decode"])
+    decode = BeamConfig(**ctx.params["decode"])
+    # the grid may search with tighter pruning than the final decoding (tune.beam_threshold)
+    cfg = dataclasses.replace(decode, beam_threshold=t["beam_threshold"] or decode.beam_threshold)
     t0 = time.perf_counter()
-    grid = run_grid(points, logprobs, refs, tokens, f"{a.lm}/lm.bin", f"{a.lm}/lexicon.txt", cfg, t["workers"])
+    grid = run_grid(points, logprobs, refs, tokens, a.lm, cfg, t["workers"])
     grid_seconds = time.perf_counter() - t0
     best = best_point(grid)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in (out / "grid.csv", Path(a.plots)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["alpha", "beta", "wer", "cer"])
-            w.writeheader()
-            w.writerows(grid)
+    write_grid(out / "grid.csv", grid)
+    write_grid(Path(a.plots), grid)
+    plot_surface(grid, out / "surface.png", f"{ctx.dataset}: dev WER over the alpha/beta grid ({decode.mode})")
     write_json(out / "best.json", {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]})
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
-            f"(greedy {greedy['wer']:.2f}%), {len(grid)} points in {grid_seconds:.1f} s")
-    for i, row in enumerate(grid):
-        ctx.tracker.log_metrics({"grid_wer": row["wer"], "grid_cer": row["cer"]}, step=i)
+            f"(greedy {greedy['wer']:.2f}%); {t['alpha_count']}x{t['beta_count']} grid, {len(refs)} utterances, "
+            f"{grid_seconds:.1f} s")
+    for i, row in enumerate(grid):  # the whole grid, written in batches when the stage ends
+        ctx.tracker.log_metrics({"grid_alpha": row["alpha"], "grid_beta": row["beta"],
+                                 "grid_wer": row["wer"], "grid_cer": row["cer"]}, step=i)
     ctx.tracker.set_tag("asrflow.best_point", f"alpha={best['alpha']},beta={best['beta']}")
+    ctx.tracker.set_tag("asrflow.best_step", str(grid.index(best)))
     ctx.tracker.log_artifact(out / "grid.csv")
+    ctx.tracker.log_artifact(out / "surface.png")
     return {"alpha": best["alpha"], "beta": best["beta"], "dev_wer": best["wer"], "dev_cer": best["cer"],
             "greedy_dev_wer": round(greedy["wer"], 4), "greedy_dev_cer": round(greedy["cer"], 4),
-            "points": len(grid), "utterances": len(refs), "beam_size": cfg.beam_size,
+            "points": len(grid), "alpha_count": t["alpha_count"], "beta_count": t["beta_count"],
+            "utterances": len(refs), "beam_size": cfg.beam_size, "beam_threshold": cfg.beam_threshold,
+            "mode": cfg.mode, "workers": t["workers"],
             "grid_seconds": round(grid_seconds, 2), "acoustic_seconds": round(am_seconds, 2)}
 
 

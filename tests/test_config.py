@@ -19,6 +19,15 @@ def test_repo_params_are_valid():
     (lambda p: p["decode"].update(beam_size=-5), ["decode.beam_size", "-5"]),
     (lambda p: p.update(dataset="timit"), ["dataset", "timit", "synth", "librispeech"]),
     (lambda p: p["manifest"].update(min_duration=30.0), ["manifest.min_duration", "max_duration"]),
+    (lambda p: p["decode"].update(mode="lexicon_free"), ["decode.mode", "lm.char_order"]),
+    (lambda p: p["decode"].update(mode="words"), ["decode.mode", "lexicon_free"]),
+    (lambda p: p["lm"].update(quantize={"pointer_bits": 22, "prob_bits": 8, "backoff_bits": 8}),
+     ["lm.quantize", "trie"]),
+    (lambda p: p["lm"].update(prune=[0, 2, 1]), ["lm.prune", "non-decreasing"]),
+    (lambda p: p["lm"].update(prune=[1, 1, 1]), ["lm.prune", "starting with 0"]),
+    (lambda p: p["lm"].update(char_order=9), ["lm.char_order"]),
+    (lambda p: p["lm"].update(memory="lots"), ["lm.memory", "lots"]),
+    (lambda p: p["tune"].update(beam_threshold=0), ["tune.beam_threshold"]),
 ])
 def test_bad_params_name_the_key(mutate, words):
     p = tiny_params()

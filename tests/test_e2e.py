@@ -67,6 +67,16 @@ def test_mlflow_has_one_run_per_stage_grouped(smk_repo):
     assert all(r.info.status == "FINISHED" for rs in runs.values() for r in rs)
     train = runs["train"][0]
     assert train.data.params["train.epochs"] == "2" and train.data.metrics["params"] > 0
+    # tune: one run holding the whole grid (step = point), the best point tagged, table + surface attached
+    tune = runs["tune"][0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{smk_repo}/mlruns/mlflow.db")
+    grid = (smk_repo / "results/synth/tune/grid.csv").read_text().splitlines()[1:]
+    history = {m.step: m.value for m in client.get_metric_history(tune.info.run_id, "grid_wer")}
+    assert sorted(history) == list(range(len(grid))) == list(range(6))
+    assert [history[i] for i in range(6)] == [float(row.split(",")[2]) for row in grid]
+    best = json.loads((smk_repo / "results/synth/tune/best.json").read_text())
+    assert tune.data.tags["asrflow.best_point"] == f"alpha={best['alpha']},beta={best['beta']}"
+    assert {"grid.csv", "surface.png"} <= {a.path for a in client.list_artifacts(tune.info.run_id)}
 
 
 def test_param_edit_reruns_train_and_downstream_only(smk_repo):
@@ -107,3 +117,26 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_pa
     assert len(ours) > 15 and "models/synth/model.pt" in ours
     assert {k for k in ours if k.endswith(".tar.gz")} == {f"data/synth/archives/{s}.tar.gz" for s in ("train", "dev", "test")}
     assert ours == SMK_DIGESTS, sorted(k for k in ours if ours[k] != SMK_DIGESTS.get(k))
+
+
+def test_logprob_cache_never_serves_another_checkpoint(smk_repo, tmp_path):
+    """Same manifest, same utterance count, different weights: a new key, recomputed outputs."""
+    import numpy as np
+    import torch
+
+    from asrflow.decode import compute_logprobs
+
+    model, dev = smk_repo / "models/synth/model.pt", smk_repo / "data/synth/manifests/dev.parquet"
+    first, rows, seconds = compute_logprobs(model, dev, tmp_path / "cache", limit=4)
+    assert seconds > 0 and len(first) == len(rows) == 4
+    again, _, seconds = compute_logprobs(model, dev, tmp_path / "cache", limit=4)
+    assert seconds == 0.0 and all(np.array_equal(a, b) for a, b in zip(first, again))  # served from the cache
+    ckpt = torch.load(model, weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("weight"))
+    ckpt["state_dict"][name] = ckpt["state_dict"][name] * 1.5
+    other = tmp_path / "model.pt"
+    torch.save(ckpt, other)
+    changed, _, seconds = compute_logprobs(other, dev, tmp_path / "cache", limit=4)
+    assert seconds > 0 and len(changed) == 4  # recomputed, not the first checkpoint's arrays
+    assert not all(np.array_equal(a, b) for a, b in zip(first, changed))
+    assert len(list((tmp_path / "cache").glob("logprobs-*.npz"))) == 2

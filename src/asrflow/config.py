@@ -43,6 +43,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"params.yaml: '{key}' is {error.instance!r}; expected type {error.validator_value}"
     if error.validator == "required":
         return f"params.yaml: '{key}': {error.message}"
+    if error.validator in ("oneOf", "anyOf") and "description" in error.schema:
+        return f"params.yaml: '{key}' is {error.instance!r}; expected {error.schema['description']}"
     return f"params.yaml: '{key}': {error.message}"
 
 
@@ -58,6 +60,16 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if p["manifest"]["min_duration"] >= p["manifest"]["max_duration"]:
         raise ParamsError("params.yaml: 'manifest.min_duration' must be below 'manifest.max_duration' "
                           f"(got {p['manifest']['min_duration']} and {p['manifest']['max_duration']})")
+    lm, decode = p["lm"], p["decode"]
+    if lm["quantize"] and lm["binary_type"] != "trie":
+        raise ParamsError("params.yaml: 'lm.quantize' needs 'lm.binary_type: trie' (probing tables are not quantised)")
+    prune = lm["prune"]
+    if prune and (prune[0] != 0 or any(a > b for a, b in zip(prune, prune[1:])) or len(prune) > lm["order"]):
+        raise ParamsError(f"params.yaml: 'lm.prune' is {prune}: lmplz needs at most one threshold per order "
+                          f"({lm['order']}), starting with 0 (unigrams are never pruned) and non-decreasing")
+    if decode["mode"] == "lexicon_free" and not lm["char_order"]:
+        raise ParamsError("params.yaml: 'decode.mode: lexicon_free' needs a character LM: set 'lm.char_order' "
+                          "(e.g. 6)")
     s = p["download"]["synth"]
     pool = len(s["voices"]) * len(s["variants"])
     held = s["dev_speakers"] + s["test_speakers"]

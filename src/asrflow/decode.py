@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flashlight.lib.text.decoder import CriterionType, LexiconDecoder, LexiconDecoderOptions, SmearingMode, Trie
+from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions, LexiconFreeDecoder,
+                                         LexiconFreeDecoderOptions, SmearingMode, Trie)
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
 
@@ -37,21 +38,42 @@ class BeamConfig:
     beam_size: int = 50
     beam_threshold: float = 25.0
     token_beam: int = 0
+    mode: str = "lexicon"        # lexicon: words from lexicon.txt + word LM; lexicon_free: char LM
+
+
+class DecodeSetupError(RuntimeError):
+    """The LM directory lacks what the decoding mode needs."""
 
 
 class BeamSearch:
-    """Lexicon-constrained CTC beam search with a KenLM n-gram (flashlight-text)."""
+    """CTC beam search with a KenLM n-gram through flashlight-text.
 
-    def __init__(self, tokens: list[str], lm_path: str | Path, lexicon_path: str | Path, cfg: BeamConfig):
+    ``lexicon`` mode spells only lexicon words and scores them with the word LM
+    (``lm.bin``, ``lexicon.txt``); ``lexicon_free`` mode emits any character sequence,
+    scored token by token with the character LM (``char.bin``). The LM (and the lexicon
+    trie) are loaded once; :meth:`set_weights` only makes a new lightweight decoder.
+    """
+
+    def __init__(self, tokens: list[str], lm_dir: str | Path, cfg: BeamConfig):
+        lm_dir = Path(lm_dir)
         self.cfg = cfg
         self.tokens = tokens
         self.token_dict = Dictionary(tokens)
-        lexicon = load_words(str(lexicon_path))
-        lexicon.setdefault("<unk>", [])  # create_word_dict needs an unknown word
-        self.word_dict = create_word_dict(lexicon)
-        self.lm = KenLM(str(lm_path), self.word_dict)
         self.blank = tokens.index(BLANK)
         self.sil = tokens.index(SPACE)
+        self._decoder = None
+        self._weights: tuple[float, float] | None = None
+        if cfg.mode == "lexicon_free":
+            char_lm = lm_dir / "char.bin"
+            if not char_lm.exists():
+                raise DecodeSetupError(f"decode.mode is lexicon_free but {char_lm} does not exist: set "
+                                       "'lm.char_order' in params.yaml (e.g. 6) so the lm stage builds a character LM")
+            self.lm = KenLM(str(char_lm), self.token_dict)
+            return
+        lexicon = load_words(str(lm_dir / "lexicon.txt"))
+        lexicon.setdefault("<unk>", [])  # create_word_dict needs an unknown word
+        self.word_dict = create_word_dict(lexicon)
+        self.lm = KenLM(str(lm_dir / "lm.bin"), self.word_dict)
         self.unk = self.word_dict.get_index("<unk>")
         self.trie = Trie(len(tokens), self.sil)
         start = self.lm.start(False)
@@ -62,29 +84,48 @@ class BeamSearch:
                 ids = [self.token_dict.get_index(t) for t in spelling]
                 self.trie.insert(ids, widx, score)
         self.trie.smear(SmearingMode.MAX)
-        self._decoder = None
-        self._weights: tuple[float, float] | None = None
 
     def set_weights(self, alpha: float, beta: float) -> None:
-        """Use LM weight ``alpha`` and word insertion score ``beta`` (cheap: no LM reload)."""
+        """LM weight ``alpha`` and word insertion score ``beta`` (cheap: no LM reload).
+
+        In lexicon-free mode ``beta`` is the score for emitting the word separator.
+        """
         if self._weights == (alpha, beta):
             return
-        opts = LexiconDecoderOptions(
-            beam_size=self.cfg.beam_size, beam_size_token=self.cfg.token_beam or len(self.tokens),
-            beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
-            unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
-        self._decoder = LexiconDecoder(opts, self.trie, self.lm, self.sil, self.blank, self.unk, [], False)
+        token_beam = self.cfg.token_beam or len(self.tokens)
+        if self.cfg.mode == "lexicon_free":
+            opts = LexiconFreeDecoderOptions(
+                beam_size=self.cfg.beam_size, beam_size_token=token_beam, beam_threshold=self.cfg.beam_threshold,
+                lm_weight=alpha, sil_score=beta, log_add=False, criterion_type=CriterionType.CTC)
+            self._decoder = LexiconFreeDecoder(opts, self.lm, self.sil, self.blank, [])
+        else:
+            opts = LexiconDecoderOptions(
+                beam_size=self.cfg.beam_size, beam_size_token=token_beam,
+                beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
+                unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
+            self._decoder = LexiconDecoder(opts, self.trie, self.lm, self.sil, self.blank, self.unk, [], False)
         self._weights = (alpha, beta)
 
     def decode(self, logprobs: np.ndarray) -> str:
-        """Best word sequence for one utterance's (frames, vocab) float32 log-probs."""
+        """Best transcript for one utterance's (frames, vocab) float32 log-probs."""
         if self._decoder is None:
             raise RuntimeError("call set_weights(alpha, beta) before decode()")
         em = np.ascontiguousarray(logprobs, dtype=np.float32)
         results = self._decoder.decode(em.ctypes.data, em.shape[0], em.shape[1])
         if not results:
             return ""
+        if self.cfg.mode == "lexicon_free":
+            return self._tokens_text(results[0].tokens)
         return " ".join(self.word_dict.get_entry(w) for w in results[0].words if w >= 0)
+
+    def _tokens_text(self, path: list[int]) -> str:
+        """A frame-level token path as text: repeats merged, blanks and padding dropped."""
+        out, prev = [], None
+        for t in path:
+            if t != prev and 0 <= t != self.blank:
+                out.append(" " if t == self.sil else self.tokens[t])
+            prev = t
+        return " ".join("".join(out).split())
 
 
 def greedy_decode(logprobs: np.ndarray, tokenizer: Tokenizer) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Sequence
+from functools import lru_cache
 
 
-@dataclass
+@dataclass(frozen=True)
 class ErrorCounts:
     """Edit operations aligning hypotheses to references, summed over utterances."""
 
@@ -32,6 +33,8 @@ class ErrorCounts:
 def align_counts(ref: Sequence, hyp: Sequence) -> ErrorCounts:
     """Minimum-edit alignment of ``hyp`` to ``ref``; ties prefer substitutions (as jiwer)."""
     n, m = len(ref), len(hyp)
+    if ref == hyp:
+        return ErrorCounts(0, 0, 0, n)
     # dp[j] = (cost, S, D, I) for ref[:i] vs hyp[:j]
     prev = [(j, 0, 0, j) for j in range(m + 1)]
     for i in range(1, n + 1):
@@ -54,10 +57,14 @@ def align_counts(ref: Sequence, hyp: Sequence) -> ErrorCounts:
     return ErrorCounts(s, d, ins, n)
 
 
+# A grid search scores the same (reference, hypothesis) pairs over and over (most
+# utterances decode alike at neighbouring alpha/beta): remember the alignments.
+@lru_cache(maxsize=1 << 16)
 def word_errors(ref: str, hyp: str) -> ErrorCounts:
     return align_counts(ref.split(), hyp.split())
 
 
+@lru_cache(maxsize=1 << 16)
 def char_errors(ref: str, hyp: str) -> ErrorCounts:
     """Character errors over the text with whitespace collapsed (spaces count as characters)."""
     return align_counts(" ".join(ref.split()), " ".join(hyp.split()))

@@ -84,13 +84,20 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
         s = ev[split]
         lines.append(f"| {split} | {s['utterances']} | {_fmt(s['greedy_wer'])} | {_fmt(s['greedy_cer'])} | "
                      f"{_fmt(s['beam_wer'])} | {_fmt(s['beam_cer'])} |")
-    lines += ["", "## Decoder", "",
-              f"- tuned on dev ({tu['utterances']} utterances, {tu['points']} grid points): "
-              f"alpha = {tu['alpha']}, beta = {tu['beta']} (dev WER {_fmt(tu['dev_wer'])}%, "
-              f"greedy dev WER {_fmt(tu['greedy_dev_wer'])}%)",
-              f"- beam size {tu['beam_size']}, lexicon of {lm.get('vocabulary', '?')} words, "
-              f"LM {lm.get('binary_mb', '?')} MB on disk",
-              "", "![alpha/beta error surface](" + surface.name + ")", "",
+    grid_shape = f"{tu.get('alpha_count', '?')} x {tu.get('beta_count', '?')} = {tu['points']} points"
+    lines += ["", "## Decoder and language model", "",
+              f"- tuned on dev ({tu['utterances']} utterances, alpha x beta grid {grid_shape}, "
+              f"{_fmt(tu.get('grid_seconds', 0.0), 1)} s): alpha = {tu['alpha']}, beta = {tu['beta']} "
+              f"(dev WER {_fmt(tu['dev_wer'])}%, greedy dev WER {_fmt(tu['greedy_dev_wer'])}%)",
+              f"- {tu.get('mode', 'lexicon')} beam search, beam size {tu['beam_size']}; lexicon of "
+              f"{lm.get('vocabulary', '?')} words",
+              f"- {lm.get('order', '?')}-gram KenLM: {lm.get('ngrams', '?')} n-grams from {lm.get('sentences', '?')} "
+              f"sentences, {lm.get('binary_mb', '?')} MB on disk; dev perplexity {lm.get('dev_perplexity', '?')} "
+              f"(OOV {lm.get('dev_oov_rate', '?')}%)"]
+    if lm.get("char_order"):
+        lines.append(f"- character {lm['char_order']}-gram for lexicon-free decoding: {lm.get('char_binary_mb', '?')} MB, "
+                     f"dev perplexity {lm.get('char_dev_perplexity', '?')} per character")
+    lines += ["", "![alpha/beta error surface](" + surface.name + ")", "",
               "## Model and training", "",
               f"- DeepSpeech2-style CTC model, {tr['params']:,} parameters",
               f"- {tr['epochs']} epochs, {tr['steps']} steps, {_fmt(tr['audio_hours'])} h of audio seen "

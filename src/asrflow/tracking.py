@@ -133,8 +133,11 @@ class StageRun:
             now = int(time.time() * 1000)
             params = [Param(k, v[:6000]) for k, v in sorted(self.params.items())]
             metrics = [Metric(k, v, now, s) for k, v, s in self.metrics]
-            for i in range(0, max(len(params), len(metrics), 1), 100):
-                client.log_batch(run.info.run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
+            # MLflow's limits per log_batch call: 100 params, 1000 metrics
+            for i in range(0, len(params), 100):
+                client.log_batch(run.info.run_id, params=params[i:i + 100])
+            for i in range(0, len(metrics), 1000):
+                client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
             for a in self.artifacts:
                 if a.is_dir():
                     client.log_artifacts(run.info.run_id, str(a), a.name)

@@ -34,8 +34,8 @@ def make_grid(alpha: tuple[float, float], alpha_count: int, beta: tuple[float, f
 _worker: dict = {}
 
 
-def _init_worker(tokens, lm_path, lexicon_path, cfg, logprobs, refs) -> None:
-    _worker["search"] = BeamSearch(tokens, lm_path, lexicon_path, cfg)
+def _init_worker(tokens, lm_dir, cfg, logprobs, refs) -> None:
+    _worker["search"] = BeamSearch(tokens, lm_dir, cfg)
     _worker["logprobs"], _worker["refs"] = logprobs, refs
 
 
@@ -48,14 +48,15 @@ def _score_point(point: GridPoint) -> dict[str, float]:
 
 
 def run_grid(points: list[GridPoint], logprobs: list[np.ndarray], refs: list[str], tokens: list[str],
-             lm_path: str | Path, lexicon_path: str | Path, cfg: BeamConfig, workers: int = 0) -> list[dict[str, float]]:
+             lm_dir: str | Path, cfg: BeamConfig, workers: int = 0) -> list[dict[str, float]]:
     """Score every grid point; returns rows in grid order (alpha, beta, wer, cer).
 
     ``workers`` processes (0 = all cores, 1 = in this process), each with its own
-    decoder and LM loaded once.
+    decoder and the LM loaded once; points are handed out one at a time, so workers
+    stay busy whatever a point costs. The log-probs reach workers by fork, not pickling.
     """
     workers = min(workers or os.cpu_count() or 1, len(points))
-    args = (tokens, str(lm_path), str(lexicon_path), cfg, logprobs, refs)
+    args = (tokens, str(lm_dir), cfg, logprobs, refs)
     if workers <= 1:
         _init_worker(*args)
         try:
