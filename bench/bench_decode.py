@@ -18,7 +18,7 @@ defines (default 45 x 8). The pipeline's outputs are made first if missing
   decoded alone, LM load and lexicon trie included), over a stride sample of points;
 - grid_parallel_speedup: our grid on 1 worker / on all cores (medians of --repeats).
 
-Pruning: ours uses tune.beam_threshold (10 by default) with every token per frame;
+Pruning: ours uses tune.beam_threshold (12 by default) with every token per frame;
 pyctcdecode its defaults (beam_prune_logp -10, token_min_logp -5). The JSON also
 reports our best point and WER when the grid is searched at decode.beam_threshold
 (the evaluate stage's pruning), and tuning_regret_pp: the dev WER, decoded at
@@ -43,10 +43,10 @@ from corpus import REPO, emit, median
 
 from asrflow.config import load_params
 from asrflow.decode import BeamConfig, compute_logprobs
-from asrflow.metrics import corpus_rates
+from asrflow.metrics import best_point, corpus_rates
 from asrflow.text import BLANK, SPACE
 from asrflow.train import checkpoint_vocab
-from asrflow.tune import best_point, make_grid, run_grid
+from asrflow.tune import grid_from_params, run_grid, search_config
 
 
 def ensure_pipeline_outputs(dataset: str) -> None:
@@ -90,9 +90,8 @@ def main() -> None:
     model, lm_dir = Path(f"models/{d}/model.pt"), Path(f"data/{d}/lm")
     logprobs, rows, _ = compute_logprobs(model, f"data/{d}/manifests/dev.parquet", f"cache/{d}", t["max_utterances"])
     refs, tokens = rows["text"].tolist(), checkpoint_vocab(model)
-    points = make_grid(tuple(t["alpha"]), t["alpha_count"], tuple(t["beta"]), t["beta_count"])
-    decode = BeamConfig(**params["decode"])
-    cfg = dataclasses.replace(decode, beam_threshold=t["beam_threshold"] or decode.beam_threshold)
+    points = grid_from_params(t)
+    decode, cfg = BeamConfig(**params["decode"]), search_config(params)
     cores = os.cpu_count() or 1
     workers = min(t["workers"] or cores, len(points))
     print(f"{len(points)} points x {len(refs)} utterances ({sum(len(x) for x in logprobs)} frames), beam "
@@ -114,7 +113,7 @@ def main() -> None:
     peer = peer_grid(args.peer_python, logprobs, tokens, lm_dir, points, cfg.beam_size)
     peer_table = [{"alpha": pt["alpha"], "beta": pt["beta"], **corpus_rates(refs, pt["hyps"])}
                   for pt in peer["points"]]
-    peer_best = min(peer_table, key=lambda r: (r["wer"], r["cer"], r["alpha"], r["beta"]))
+    peer_best = best_point(peer_table)
     print(f"pyctcdecode: {peer['seconds']:.2f} s, best WER {peer_best['wer']:.3f} at "
           f"({peer_best['alpha']}, {peer_best['beta']}); ours best {ours_best['wer']:.3f} at "
           f"({ours_best['alpha']}, {ours_best['beta']})", flush=True)

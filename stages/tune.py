@@ -1,17 +1,16 @@
 """Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once."""
 
 import csv
-import dataclasses
 import time
 from pathlib import Path
 
-from asrflow.decode import BeamConfig, compute_logprobs, greedy_decode
-from asrflow.metrics import corpus_rates
+from asrflow.decode import compute_logprobs, greedy_decode
+from asrflow.metrics import best_point, corpus_rates
 from asrflow.report import plot_surface
 from asrflow.stagekit import Context, main, write_json
 from asrflow.text import Tokenizer
 from asrflow.train import checkpoint_vocab
-from asrflow.tune import best_point, make_grid, run_grid
+from asrflow.tune import grid_from_params, run_grid, search_config
 
 
 def add_args(p):
@@ -39,10 +38,8 @@ def run(ctx: Context) -> dict:
     refs = rows["text"].tolist()
     tokens = checkpoint_vocab(model)
     greedy = corpus_rates(refs, [greedy_decode(lp, Tokenizer(tokens)) for lp in logprobs])
-    points = make_grid(tuple(t["alpha"]), t["alpha_count"], tuple(t["beta"]), t["beta_count"])
-    decode = BeamConfig(**ctx.params["decode"])
-    # the grid may search with tighter pruning than the final decoding (tune.beam_threshold)
-    cfg = dataclasses.replace(decode, beam_threshold=t["beam_threshold"] or decode.beam_threshold)
+    points = grid_from_params(t)
+    cfg = search_config(ctx.params)  # tune.beam_threshold may prune harder than the final decoding
     t0 = time.perf_counter()
     grid = run_grid(points, logprobs, refs, tokens, a.lm, cfg, t["workers"])
     grid_seconds = time.perf_counter() - t0
@@ -51,7 +48,7 @@ def run(ctx: Context) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_grid(out / "grid.csv", grid)
     write_grid(Path(a.plots), grid)
-    plot_surface(grid, out / "surface.png", f"{ctx.dataset}: dev WER over the alpha/beta grid ({decode.mode})")
+    plot_surface(grid, out / "surface.png", f"{ctx.dataset}: dev WER over the alpha/beta grid ({cfg.mode})")
     write_json(out / "best.json", {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]})
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
             f"(greedy {greedy['wer']:.2f}%); {t['alpha_count']}x{t['beta_count']} grid, {len(refs)} utterances, "

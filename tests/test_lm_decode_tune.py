@@ -13,7 +13,8 @@ from asrflow.decode import BeamConfig, BeamSearch, DecodeSetupError, greedy_deco
 from asrflow.lm import LMConfig, LMError, build_lm, normalize_line, perplexity, run_lmplz
 from asrflow.synth_text import generate_splits
 from asrflow.text import BLANK, SPACE, Tokenizer
-from asrflow.tune import best_point, make_grid, run_grid
+from asrflow.metrics import best_point
+from asrflow.tune import grid_from_params, make_grid, run_grid
 from conftest import REPO
 
 TOKENS = [BLANK, SPACE] + list("abcdefghijklmnopqrstuvwxyz'")
@@ -217,4 +218,4 @@ def test_default_grid_has_the_seeds_shape():
     import yaml
     t = yaml.safe_load((REPO / "params.yaml").read_text())["tune"]
     assert (t["alpha_count"], t["beta_count"]) == (45, 8)
-    assert len(make_grid(tuple(t["alpha"]), 45, tuple(t["beta"]), 8)) == 360
+    assert len(grid_from_params(t)) == 360

@@ -59,6 +59,7 @@ class BeamSearch:
         self.cfg = cfg
         self.tokens = tokens
         self.token_dict = Dictionary(tokens)
+        self.tokenizer = Tokenizer(tokens)
         self.blank = tokens.index(BLANK)
         self.sil = tokens.index(SPACE)
         self._decoder = None
@@ -114,18 +115,9 @@ class BeamSearch:
         results = self._decoder.decode(em.ctypes.data, em.shape[0], em.shape[1])
         if not results:
             return ""
-        if self.cfg.mode == "lexicon_free":
-            return self._tokens_text(results[0].tokens)
+        if self.cfg.mode == "lexicon_free":  # a frame-level token path; -1 pads its ends
+            return self.tokenizer.greedy(t for t in results[0].tokens if t >= 0)
         return " ".join(self.word_dict.get_entry(w) for w in results[0].words if w >= 0)
-
-    def _tokens_text(self, path: list[int]) -> str:
-        """A frame-level token path as text: repeats merged, blanks and padding dropped."""
-        out, prev = [], None
-        for t in path:
-            if t != prev and 0 <= t != self.blank:
-                out.append(" " if t == self.sil else self.tokens[t])
-            prev = t
-        return " ".join("".join(out).split())
 
 
 def greedy_decode(logprobs: np.ndarray, tokenizer: Tokenizer) -> str:

@@ -70,6 +70,12 @@ def char_errors(ref: str, hyp: str) -> ErrorCounts:
     return align_counts(" ".join(ref.split()), " ".join(hyp.split()))
 
 
+def best_point(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The best row of an alpha/beta grid: lowest WER, ties broken by CER, then smaller
+    alpha, then smaller beta (deterministic)."""
+    return min(rows, key=lambda r: (r["wer"], r["cer"], r["alpha"], r["beta"]))
+
+
 def corpus_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
     """Corpus WER and CER in percent, plus the S/D/I word counts."""
     if len(refs) != len(hyps):

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from asrflow.metrics import best_point  # noqa: E402
+
 
 def read_csv(path: str | Path) -> list[dict[str, float]]:
     with open(path, newline="") as f:
@@ -29,7 +31,7 @@ def plot_surface(grid: list[dict[str, float]], path: Path, title: str) -> None:
         fig.colorbar(cs, label="dev WER %")
     else:
         ax.plot(alphas if len(alphas) > 1 else betas, [v for row in z for v in row], marker="o")
-    best = min(grid, key=lambda r: (r["wer"], r["cer"], r["alpha"], r["beta"]))
+    best = best_point(grid)
     ax.plot(best["alpha"], best["beta"], "r*", markersize=14, label=f"best {best['wer']:.2f}%")
     ax.set_xlabel("alpha (LM weight)")
     ax.set_ylabel("beta (word insertion)")

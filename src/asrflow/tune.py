@@ -7,10 +7,12 @@ is given. Serial and parallel runs produce the same table.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,18 @@ def make_grid(alpha: tuple[float, float], alpha_count: int, beta: tuple[float, f
     alphas = np.linspace(alpha[0], alpha[1], alpha_count) if alpha_count > 1 else np.array([alpha[0]])
     betas = np.linspace(beta[0], beta[1], beta_count) if beta_count > 1 else np.array([beta[0]])
     return [GridPoint(round(float(a), 6), round(float(b), 6)) for a in alphas for b in betas]
+
+
+def grid_from_params(tune: dict[str, Any]) -> list[GridPoint]:
+    """The grid the ``tune`` block of params.yaml describes."""
+    return make_grid(tuple(tune["alpha"]), tune["alpha_count"], tuple(tune["beta"]), tune["beta_count"])
+
+
+def search_config(params: dict[str, Any]) -> BeamConfig:
+    """The decoder settings the grid is searched with: ``decode``, with
+    ``tune.beam_threshold`` (when set) pruning harder than the final decoding."""
+    decode = BeamConfig(**params["decode"])
+    return dataclasses.replace(decode, beam_threshold=params["tune"]["beam_threshold"] or decode.beam_threshold)
 
 
 _worker: dict = {}
@@ -65,8 +79,3 @@ def run_grid(points: list[GridPoint], logprobs: list[np.ndarray], refs: list[str
             _worker.clear()
     with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=args) as pool:
         return pool.map(_score_point, points, chunksize=1)
-
-
-def best_point(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Lowest WER, ties broken by CER, then smaller alpha, then smaller beta (deterministic)."""
-    return min(rows, key=lambda r: (r["wer"], r["cer"], r["alpha"], r["beta"]))
