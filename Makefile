@@ -11,17 +11,19 @@ KENLM_VER  := 0.3.0
 UV_VER     := 0.13.9
 KENLM_DIR  := .tools/kenlm
 APT_PKGS   := sox libsox-fmt-all espeak-ng build-essential cmake zlib1g-dev libbz2-dev liblzma-dev \
-              libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev git
+              libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev git \
+              chromium-headless-shell
 # Tools the pipeline calls are found on PATH: the venv's (snakemake, dvc, torchrun) and KenLM's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(KENLM_DIR)/bin:$(PATH)
 JOBS       ?= $(shell nproc)
 DATASET    ?= synth
 
-.PHONY: install system-deps run test bench mlflow-ui clean distclean
+.PHONY: install system-deps run test bench report mlflow-ui clean distclean
 
 install: system-deps $(VENV)/.installed $(KENLM_DIR)/bin/lmplz
 
-# Debian packages: espeak-ng + sox make the synth corpus; the rest builds KenLM.
+# Debian packages: espeak-ng + sox make the synth corpus; chromium-headless-shell is the browser
+# the MLflow UI test drives; the rest builds KenLM.
 system-deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -72,11 +74,15 @@ bench: install $(BENCH_VENV)/.installed
 	@benches="$(wildcard bench/bench_*.py)"; [ -n "$$benches" ] || { echo "no benchmarks under bench/ yet"; exit 0; }; \
 	for b in $$benches; do $(PY) $$b; done
 
+# Snakemake's HTML report of the finished run (figures and tables with captions).
+report: install
+	$(VENV)/bin/snakemake --report reports/$(DATASET)_report.html
+
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf data models results metrics plots logs benchmarks cache mlruns reports/*_wer.md reports/*.png .snakemake
+	rm -rf data models results metrics plots logs benchmarks cache mlruns reports/*_wer.md reports/*_report.html reports/*.png .snakemake test-artifacts
 
 distclean: clean
 	rm -rf $(VENV) $(BENCH_VENV) .tools

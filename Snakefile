@@ -2,6 +2,7 @@
 #
 #   snakemake -j 8 reports/synth_wer.md          # embedded default corpus (offline)
 #   snakemake -j 8 reports/librispeech_wer.md    # LibriSpeech from the mirrors in params.yaml
+#   snakemake --report reports/synth_report.html # Snakemake's HTML report of a finished run
 #
 # Inputs, outputs and commands come from src/asrflow/pipeline.py, the same definition
 # dvc.yaml is generated from, so the two orchestrators run identical commands. What lives
@@ -19,11 +20,30 @@ configfile: "params.yaml"
 validate(config, "src/asrflow/params.schema.yaml")
 validate_params(config)  # the checks a schema cannot express (ordered ranges, ...)
 
+# "As many cores as the run was given": Snakemake caps a rule's threads at --cores. (Not
+# workflow.cores, which is unset under --report, --dag and friends.)
+ALL_CORES = os.cpu_count()
+
 # Every stage of this invocation tags its MLflow run with the same id.
 os.environ.setdefault("ASRFLOW_INVOCATION", f"snakemake-{uuid.uuid4().hex[:12]}")
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
+
+# `snakemake --report reports/<dataset>_report.html`: the workflow description, then the
+# outputs below by category, each with its caption (RST under docs/report/).
+report: "docs/report/workflow.rst"
+
+REPORT = {
+    "reports/{dataset}_wer.md": ("Benchmark report", "docs/report/wer_md.rst"),
+    "reports/{dataset}_wer_surface.png": ("Decoder tuning", "docs/report/surface.rst"),
+    "plots/{dataset}/tune_grid.csv": ("Decoder tuning", "docs/report/tune_grid.rst"),
+    "reports/{dataset}_wer_curve.png": ("Training", "docs/report/curve.rst"),
+    "plots/{dataset}/learning_curve.csv": ("Training", "docs/report/learning_curve.rst"),
+    "reports/{dataset}_wer_duration.png": ("Evaluation", "docs/report/duration.rst"),
+    "plots/{dataset}/wer_by_duration.csv": ("Evaluation", "docs/report/wer_by_duration.rst"),
+    "metrics/{dataset}/evaluate.json": ("Evaluation", "docs/report/evaluate_json.rst"),
+}
 
 
 
@@ -34,30 +54,30 @@ rule all:
 
 rule download:
     input: P.smk_inputs("download")
-    output: P.smk_outputs("download", directory)
+    output: P.smk_outputs("download", directory, report, REPORT)
     params: values=P.smk_params("download", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/download.log"
     benchmark: "benchmarks/{dataset}/download.tsv"
-    threads: workflow.cores  # synth: espeak-ng processes on every core
+    threads: ALL_CORES  # synth: espeak-ng processes on every core
     resources: net=1  # at most one download at a time per host
     shell: P.smk_shell("download", config) + " 2>&1 | tee {log}"
 
 
 rule manifest:
     input: P.smk_inputs("manifest")
-    output: P.smk_outputs("manifest", directory)
+    output: P.smk_outputs("manifest", directory, report, REPORT)
     params: values=P.smk_params("manifest", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/manifest.log"
     benchmark: "benchmarks/{dataset}/manifest.tsv"
-    threads: workflow.cores  # extraction, then header probes on every core
+    threads: ALL_CORES  # extraction, then header probes on every core
     shell: P.smk_shell("manifest", config) + " 2>&1 | tee {log}"
 
 
 rule stats:
     input: P.smk_inputs("stats")
-    output: P.smk_outputs("stats", directory)
+    output: P.smk_outputs("stats", directory, report, REPORT)
     params: values=P.smk_params("stats", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/stats.log"
@@ -66,7 +86,7 @@ rule stats:
 
 rule vocab:
     input: P.smk_inputs("vocab")
-    output: P.smk_outputs("vocab", directory)
+    output: P.smk_outputs("vocab", directory, report, REPORT)
     params: values=P.smk_params("vocab", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/vocab.log"
@@ -75,7 +95,7 @@ rule vocab:
 
 rule lm:
     input: P.smk_inputs("lm")
-    output: P.smk_outputs("lm", directory)
+    output: P.smk_outputs("lm", directory, report, REPORT)
     params: values=P.smk_params("lm", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/lm.log"
@@ -85,30 +105,30 @@ rule lm:
 
 rule train:
     input: P.smk_inputs("train")
-    output: P.smk_outputs("train", directory)
+    output: P.smk_outputs("train", directory, report, REPORT)
     params: values=P.smk_params("train", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/train.log"
     benchmark: "benchmarks/{dataset}/train.tsv"
-    threads: workflow.cores  # torch uses every core on CPU
+    threads: ALL_CORES  # torch uses every core on CPU
     resources: gpu=config["train"]["nproc_per_node"] if config["train"]["device"] != "cpu" else 0
     shell: P.smk_shell("train", config) + " 2>&1 | tee {log}"
 
 
 rule tune:
     input: P.smk_inputs("tune")
-    output: P.smk_outputs("tune", directory)
+    output: P.smk_outputs("tune", directory, report, REPORT)
     params: values=P.smk_params("tune", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/tune.log"
     benchmark: "benchmarks/{dataset}/tune.tsv"
-    threads: workflow.cores  # one decoder process per core
+    threads: ALL_CORES  # one decoder process per core
     shell: P.smk_shell("tune", config) + " 2>&1 | tee {log}"
 
 
 rule evaluate:
     input: P.smk_inputs("evaluate")
-    output: P.smk_outputs("evaluate", directory)
+    output: P.smk_outputs("evaluate", directory, report, REPORT)
     params: values=P.smk_params("evaluate", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/evaluate.log"
@@ -116,9 +136,18 @@ rule evaluate:
     shell: P.smk_shell("evaluate", config) + " 2>&1 | tee {log}"
 
 
+rule register:
+    input: P.smk_inputs("register")
+    output: P.smk_outputs("register", directory, report, REPORT)
+    params: values=P.smk_params("register", config)
+    conda: "envs/asrflow.yaml"
+    log: "logs/{dataset}/register.log"
+    shell: P.smk_shell("register", config) + " 2>&1 | tee {log}"
+
+
 rule report:
     input: P.smk_inputs("report")
-    output: P.smk_outputs("report", directory)
+    output: P.smk_outputs("report", directory, report, REPORT)
     params: values=P.smk_params("report", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/report.log"

@@ -88,7 +88,7 @@ def main() -> None:
     ensure_pipeline_outputs(args.dataset)
     t, d = params["tune"], args.dataset
     model, lm_dir = Path(f"models/{d}/model.pt"), Path(f"data/{d}/lm")
-    logprobs, rows, _ = compute_logprobs(model, f"data/{d}/manifests/dev.parquet", f"cache/{d}", t["max_utterances"])
+    logprobs, rows, _, _ = compute_logprobs(model, f"data/{d}/manifests/dev.parquet", f"cache/{d}", t["max_utterances"])
     refs, tokens = rows["text"].tolist(), checkpoint_vocab(model)
     points = grid_from_params(t)
     decode, cfg = BeamConfig(**params["decode"]), search_config(params)

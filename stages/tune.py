@@ -1,13 +1,12 @@
 """Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once."""
 
-import csv
 import time
 from pathlib import Path
 
 from asrflow.decode import compute_logprobs, greedy_decode
 from asrflow.metrics import best_point, corpus_rates
 from asrflow.report import plot_surface
-from asrflow.stagekit import Context, main, write_json
+from asrflow.stagekit import Context, main, write_csv, write_json
 from asrflow.text import Tokenizer
 from asrflow.train import checkpoint_vocab
 from asrflow.tune import grid_from_params, run_grid, search_config
@@ -23,18 +22,10 @@ def add_args(p):
     p.add_argument("--plots", required=True, help="grid CSV for DVC plots")
 
 
-def write_grid(path: Path, grid: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["alpha", "beta", "wer", "cer"])
-        w.writeheader()
-        w.writerows(grid)
-
-
 def run(ctx: Context) -> dict:
     a, t = ctx.args, ctx.params["tune"]
     model = f"{a.model}/model.pt"
-    logprobs, rows, am_seconds = compute_logprobs(model, f"{a.manifests}/dev.parquet", a.cache, t["max_utterances"])
+    logprobs, rows, am_seconds, _ = compute_logprobs(model, f"{a.manifests}/dev.parquet", a.cache, t["max_utterances"])
     refs = rows["text"].tolist()
     tokens = checkpoint_vocab(model)
     greedy = corpus_rates(refs, [greedy_decode(lp, Tokenizer(tokens)) for lp in logprobs])
@@ -46,8 +37,8 @@ def run(ctx: Context) -> dict:
     best = best_point(grid)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_grid(out / "grid.csv", grid)
-    write_grid(Path(a.plots), grid)
+    write_csv(out / "grid.csv", grid)
+    write_csv(Path(a.plots), grid)
     plot_surface(grid, out / "surface.png", f"{ctx.dataset}: dev WER over the alpha/beta grid ({cfg.mode})")
     write_json(out / "best.json", {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]})
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "

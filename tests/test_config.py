@@ -26,6 +26,10 @@ def test_repo_params_are_valid():
     (lambda p: p["lm"].update(prune=[0, 2, 1]), ["lm.prune", "non-decreasing"]),
     (lambda p: p["lm"].update(prune=[1, 1, 1]), ["lm.prune", "starting with 0"]),
     (lambda p: p["lm"].update(char_order=9), ["lm.char_order"]),
+    (lambda p: p["evaluate"].update(duration_bins=[0, 5, 5, 10]), ["evaluate.duration_bins", "increase"]),
+    (lambda p: p["evaluate"].update(duration_bins=[1, 5]), ["evaluate.duration_bins", "start at 0"]),
+    (lambda p: p["evaluate"].update(duration_bins=[]), ["evaluate.duration_bins"]),
+    (lambda p: p["evaluate"].update(top_errors=-1), ["evaluate.top_errors"]),
     (lambda p: p["lm"].update(memory="lots"), ["lm.memory", "lots"]),
     (lambda p: p["tune"].update(beam_threshold=0), ["tune.beam_threshold"]),
 ])

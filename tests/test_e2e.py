@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asrflow import pipeline as P
+from asrflow.lineage import lock_hashes
 from asrflow.repro import product_digests
 from conftest import copy_repo, run, tiny_params
 
@@ -27,15 +28,28 @@ def runs_by_stage(repo) -> dict[str, list]:
     return out
 
 
-def assert_report_has_numbers(repo):
+RESULT_ROW = re.compile(r"^\| test \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) / (\d+) / (\d+) "
+                        r"\| `([^`]+)` \| `(\w+)` \| `(\w+)` \| `(\w+)` \| `(\w+)` \| `(\w+)` \|$", re.M)
+
+
+def report_row(repo) -> re.Match:
     report = (repo / "reports/synth_wer.md").read_text()
-    row = re.search(r"^\| test \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", report, re.M)
+    row = RESULT_ROW.search(report)
     assert row, report
-    assert all(math.isfinite(float(x)) and 0 <= float(x) for x in row.groups()[1:])
+    return row
+
+
+def assert_report_has_numbers(repo):
+    row = report_row(repo)
+    assert all(math.isfinite(float(x)) and 0 <= float(x) for x in row.groups()[1:5])
     ev = json.loads((repo / "metrics/synth/evaluate.json").read_text())
     assert ev["test"]["utterances"] == int(row.group(1)) > 0
-    assert (repo / "reports/synth_wer_surface.png").stat().st_size > 1000
-    assert (repo / "reports/synth_wer_curve.png").stat().st_size > 1000
+    assert ev["test"]["beam_wer"] == pytest.approx(float(row.group(4)), abs=0.005)
+    # S + D + I over the reference words is the WER
+    sdi = sum(int(x) for x in row.groups()[5:8])
+    assert 100 * sdi / ev["test"]["words"] == pytest.approx(ev["test"]["beam_wer"], abs=1e-3)
+    for suffix in ("surface", "curve", "duration"):
+        assert (repo / f"reports/synth_wer_{suffix}.png").stat().st_size > 1000
 
 
 SMK_DIGESTS: dict[str, str] = {}
@@ -79,25 +93,139 @@ def test_mlflow_has_one_run_per_stage_grouped(smk_repo):
     assert {"grid.csv", "surface.png"} <= {a.path for a in client.list_artifacts(tune.info.run_id)}
 
 
+def test_report_lineage_names_commit_dvc_lock_hashes_and_mlflow_run(smk_repo):
+    """Each results row names the commit, the DVC hashes dvc.lock records (after the Snakefile's
+    `dvc commit`) for manifests, vocab, LM and model, and the evaluate run in MLflow."""
+    row = report_row(smk_repo)
+    head = run(["git", "rev-parse", "HEAD"], cwd=smk_repo).stdout.strip()
+    assert row.group(9) == head[:10]  # a clean tree: no -dirty
+    lock = lock_hashes(smk_repo / "dvc.lock")
+    paths = ["data/synth/manifests", "data/synth/vocab.txt", "data/synth/lm", "models/synth"]
+    assert [lock[p][:8] for p in paths] == list(row.groups()[9:13])
+    report = (smk_repo / "reports/synth_wer.md").read_text()
+    assert all(f"`{p}` `{lock[p]}`" in report for p in paths)  # full hashes in the lineage section
+    evaluate = runs_by_stage(smk_repo)["evaluate"][0]
+    assert evaluate.info.run_id.startswith(row.group(14))
+    assert json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())["mlflow_run_id"] == evaluate.info.run_id
+    assert evaluate.data.tags["mlflow.source.git.commit"] == head and evaluate.data.tags["asrflow.git_dirty"] == "false"
+    assert "No earlier report of this dataset in MLflow" in report
+
+
+def test_report_from_a_dirty_tree_says_so(smk_repo):
+    readme = smk_repo / "README.md"
+    original = readme.read_text()
+    readme.write_text(original + "\nlocal edit\n")
+    try:
+        run(["snakemake", "-j", "2", "-f", "reports/synth_wer.md"], cwd=smk_repo, env=ENV)
+        assert report_row(smk_repo).group(9).endswith("-dirty")
+        report = (smk_repo / "reports/synth_wer.md").read_text()
+        assert "**with uncommitted changes** (README.md)" in report
+        assert runs_by_stage(smk_repo)["report"][0].data.tags["asrflow.git_dirty"] == "true"
+    finally:
+        readme.write_text(original)
+
+
+def test_per_utterance_results_and_rtf(smk_repo):
+    ev = json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())["test"]
+    for key in ("rtf_acoustic", "rtf_greedy_decoder", "rtf_beam_decoder"):
+        assert 0 < ev[key] < 5, (key, ev[key])
+    out = smk_repo / "results/synth/evaluate"
+    errs = (out / "errs-test-beam_lm.txt").read_text()
+    total = ev["beam_substitutions"] + ev["beam_deletions"] + ev["beam_insertions"]
+    assert errs.startswith(f"%WER {ev['beam_wer']:.2f} [ {total} / {ev['words']}, {ev['beam_insertions']} ins, "
+                           f"{ev['beam_deletions']} del, {ev['beam_substitutions']} sub ]")
+    recogs = (out / "recogs-test-greedy.txt").read_text().splitlines()
+    assert len(recogs) == 2 * ev["utterances"] and "\tref=[" in recogs[0] and "\thyp=[" in recogs[1]
+    summary = (out / "wer-summary-test.txt").read_text().splitlines()
+    assert summary[0] == "settings\tWER" and len(summary) == 3
+    by_duration = (smk_repo / "plots/synth/wer_by_duration.csv").read_text().splitlines()
+    assert by_duration[0] == "split,bin,utterances,words,greedy_wer,beam_wer"
+    assert sum(int(r.split(",")[2]) for r in by_duration[1:]) == ev["utterances"]
+
+
+def test_snakemake_html_report(smk_repo):
+    run(["snakemake", "--report", "reports/synth_report.html"], cwd=smk_repo, env=ENV)
+    html = (smk_repo / "reports/synth_report.html").read_text()
+    for expected in ("Decoder tuning", "Evaluation", "Training", "synth_wer_surface.png", "wer_by_duration.csv",
+                     "alpha (LM weight)", "filename=synth_wer_surface.png;base64,iVBORw0K"):
+        assert expected in html, expected
+
+
+def test_registered_model_transcribes_like_evaluate(smk_repo):
+    """`asrflow transcribe` on the registered MLflow model (by URI) and on the package directory
+    gives the evaluate stage's beam+LM hypotheses for the same test files."""
+    import pandas as pd
+
+    reg = json.loads((smk_repo / "metrics/synth/register.json").read_text())
+    assert reg["model_uri"] == "models:/asrflow-synth/1"
+    recogs = pd.read_csv(smk_repo / "results/synth/evaluate/test_recogs.tsv", sep="\t", keep_default_na=False)
+    rows = pd.read_parquet(smk_repo / "data/synth/manifests/test.parquet", columns=["utt_id", "audio_filepath"])
+    files = dict(zip(rows["utt_id"], rows["audio_filepath"]))
+    utts = recogs["utt_id"].tolist()[:3]
+    paths = [files[u] for u in utts]
+    for model in (reg["model_uri"], reg["package"]):
+        out = run([str(smk_repo / ".venv/bin/asrflow"), "transcribe", "--model", model, *paths],
+                  cwd=smk_repo, env=ENV).stdout.splitlines()
+        assert out == [f"{p}\t{h}" for p, h in zip(paths, recogs["beam"].tolist()[:3])], out
+
+
+def test_mlflow_ui_in_headless_chromium_shows_the_runs_and_wer(smk_repo):
+    from mlflow_browser import artifacts_dir, check_pipeline_runs_in_ui
+
+    ev = json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())
+    shots = check_pipeline_runs_in_ui(f"sqlite:///{smk_repo}/mlruns/mlflow.db", str(smk_repo / "mlruns/artifacts"),
+                                      "asrflow-synth", STAGES, "test_beam_wer", ev["test"]["beam_wer"],
+                                      artifacts_dir(), metric_run="evaluate")
+    assert shots["runs"].stat().st_size > 10_000
+
+
 def test_param_edit_reruns_train_and_downstream_only(smk_repo):
+    """The README's comparison workflow: commit the run's dvc.lock, metrics and plots; try a
+    params change as a DVC experiment; compare with `dvc exp show`, `dvc metrics diff`,
+    `dvc plots diff` and the report's comparison with the previous run from MLflow."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "add", "dvc.lock", "metrics", "plots"], cwd=smk_repo)
+    run(git + ["commit", "-qm", "baseline run"], cwd=smk_repo)
     params = (smk_repo / "params.yaml").read_text()
     (smk_repo / "params.yaml").write_text(re.sub(r"(?m)^  lr: .*$", "  lr: 0.002", params, count=1))
     dry = run(["snakemake", "-n", "reports/synth_wer.md"], cwd=smk_repo, env=ENV).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.split("Job stats:")[1].split("Reasons")[0], re.M))
     jobs.pop("total", None)
-    assert set(jobs) == {"train", "tune", "evaluate", "report"}, dry
-    out = run(["dvc", "repro"], cwd=smk_repo, env=ENV).stdout
+    assert set(jobs) == {"train", "tune", "evaluate", "register", "report"}, dry
+    (smk_repo / "params.yaml").write_text(params)
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], cwd=smk_repo, env=ENV).stdout
     for s in ("download", "manifest", "stats", "vocab", "lm"):
         assert f"Stage '{s}' didn't change, skipping" in out, out
-    for s in ("train", "tune", "evaluate", "report"):
+    for s in ("train", "tune", "evaluate", "register", "report"):
         assert f"Running stage '{s}'" in out, out
     assert "up to date" in run(["dvc", "status"], cwd=smk_repo).stdout
     assert_report_has_numbers(smk_repo)
     runs = runs_by_stage(smk_repo)
     assert len(runs["train"]) == 2 and len(runs["download"]) == 1
-    dvc_inv = {r.data.tags["asrflow_invocation"] for r in runs["train"] + runs["report"]} - \
+    dvc_inv = {r.data.tags["asrflow_invocation"] for r in runs["train"]} - \
         {runs["download"][0].data.tags["asrflow_invocation"]}
     assert len(dvc_inv) == 1 and next(iter(dvc_inv)).startswith("dvc-"), dvc_inv
+    assert all(stage in {r.info.run_name for rs in runs.values() for r in rs
+                         if r.data.tags["asrflow_invocation"] in dvc_inv} for stage in ("tune", "evaluate", "report"))
+    # DVC's views: the experiment beside the baseline, metric and plot changes against HEAD
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=smk_repo).stdout)
+    lrs = {json.dumps(e.get("data", {}).get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr"))
+           for rev in shown for e in [rev] + [x for exp in rev.get("experiments") or [] for x in exp.get("revs", [])]}
+    assert {"0.0015", "0.002"} <= lrs, lrs
+    diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], cwd=smk_repo).stdout)
+    beam = diff["metrics/synth/evaluate.json"]["test.beam_wer"]
+    assert beam["new"] == json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())["test"]["beam_wer"]
+    train = diff["metrics/synth/train.json"]
+    assert any(train[k]["old"] != train[k]["new"] for k in ("best_dev_cer", "best_dev_wer")), train
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], cwd=smk_repo).stdout)["data"]
+    curve = plots["Learning curve: dev error rates (%) by epoch"][0]
+    assert {"HEAD", "workspace"} <= set(curve["revisions"]), curve["revisions"]
+    assert {"Tuning: dev WER (%) over alpha, one point per beta", "Test WER (%) by utterance duration, beam+LM",
+            "Learning curve: training CTC loss by epoch"} <= set(plots)
+    # the report compares itself with the previous report runs in MLflow, naming the changed param
+    report = (smk_repo / "reports/synth_wer.md").read_text()
+    compared = report.split("## Compared with previous runs")[1].split("## ")[0]
+    assert "`train.lr`: 0.0015 → 0.002" in compared, compared
 
 
 def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_path):
@@ -127,16 +255,17 @@ def test_logprob_cache_never_serves_another_checkpoint(smk_repo, tmp_path):
     from asrflow.decode import compute_logprobs
 
     model, dev = smk_repo / "models/synth/model.pt", smk_repo / "data/synth/manifests/dev.parquet"
-    first, rows, seconds = compute_logprobs(model, dev, tmp_path / "cache", limit=4)
-    assert seconds > 0 and len(first) == len(rows) == 4
-    again, _, seconds = compute_logprobs(model, dev, tmp_path / "cache", limit=4)
-    assert seconds == 0.0 and all(np.array_equal(a, b) for a, b in zip(first, again))  # served from the cache
+    first, rows, seconds, cached = compute_logprobs(model, dev, tmp_path / "cache", limit=4)
+    assert seconds > 0 and not cached and len(first) == len(rows) == 4
+    again = compute_logprobs(model, dev, tmp_path / "cache", limit=4)
+    assert again.cached and all(np.array_equal(a, b) for a, b in zip(first, again.logprobs))  # served from the cache
+    assert again.seconds == seconds  # the compute time measured then, for the acoustic model's RTF
     ckpt = torch.load(model, weights_only=True)
     name = next(k for k in ckpt["state_dict"] if k.endswith("weight"))
     ckpt["state_dict"][name] = ckpt["state_dict"][name] * 1.5
     other = tmp_path / "model.pt"
     torch.save(ckpt, other)
-    changed, _, seconds = compute_logprobs(other, dev, tmp_path / "cache", limit=4)
-    assert seconds > 0 and len(changed) == 4  # recomputed, not the first checkpoint's arrays
+    changed = compute_logprobs(other, dev, tmp_path / "cache", limit=4)
+    assert not changed.cached and changed.seconds > 0 and len(changed.logprobs) == 4  # recomputed
     assert not all(np.array_equal(a, b) for a, b in zip(first, changed))
     assert len(list((tmp_path / "cache").glob("logprobs-*.npz"))) == 2

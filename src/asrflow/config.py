@@ -70,6 +70,10 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if decode["mode"] == "lexicon_free" and not lm["char_order"]:
         raise ParamsError("params.yaml: 'decode.mode: lexicon_free' needs a character LM: set 'lm.char_order' "
                           "(e.g. 6)")
+    bins = p["evaluate"]["duration_bins"]
+    if bins[0] != 0 or any(a >= b for a, b in zip(bins, bins[1:])):
+        raise ParamsError(f"params.yaml: 'evaluate.duration_bins' is {bins}: edges in seconds must start at 0 "
+                          "and increase")
     s = p["download"]["synth"]
     pool = len(s["voices"]) * len(s["variants"])
     held = s["dev_speakers"] + s["test_speakers"]

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -143,13 +143,23 @@ def cache_key(model_path: str | Path, manifest_path: str | Path, extra: dict[str
     return h.hexdigest()[:24]
 
 
+class AcousticOutputs(NamedTuple):
+    """What :func:`compute_logprobs` returns."""
+
+    logprobs: list[np.ndarray]   # per utterance, (frames, vocab) float32
+    rows: pd.DataFrame           # the manifest rows they belong to
+    seconds: float               # acoustic-model compute time (as measured when computed, if cached)
+    cached: bool                 # served from the cache
+
+
 def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_dir: str | Path | None = None,
-                     limit: int = 0, threads: int = 0) -> tuple[list[np.ndarray], pd.DataFrame, float]:
+                     limit: int = 0, threads: int = 0) -> AcousticOutputs:
     """Run the acoustic model once over a manifest; return per-utterance log-probs.
 
-    Returns ``(logprobs, manifest_rows, seconds)``. With ``cache_dir`` the result is stored
-    under a content hash of checkpoint, manifest and ``limit``; a cache made from another
-    checkpoint or manifest has another key and is never reused.
+    With ``cache_dir`` the result is stored under a content hash of checkpoint, manifest
+    and ``limit`` (with the compute time it took, so a real-time factor can be reported
+    from a cached result); a cache made from another checkpoint or manifest has another
+    key and is never reused.
     """
     rows = read_manifest(manifest_path)
     if limit:
@@ -160,7 +170,8 @@ def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_di
         cached = Path(cache_dir) / f"logprobs-{key}.npz"
         if cached.exists():
             with np.load(cached) as z:
-                return [z[f"u{i}"] for i in range(len(rows))], rows, 0.0
+                return AcousticOutputs([z[f"u{i}"] for i in range(len(rows))], rows,
+                                       float(z["seconds"]) if "seconds" in z else 0.0, True)
     if threads:
         torch.set_num_threads(threads)
     model, ckpt, fe, mean, std = load_checkpoint(model_path)
@@ -179,6 +190,6 @@ def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_di
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
         os.close(fd)
         with open(tmp, "wb") as f:
-            np.savez(f, **{f"u{i}": a for i, a in enumerate(out)})
+            np.savez(f, seconds=np.float64(seconds), **{f"u{i}": a for i, a in enumerate(out)})
         os.replace(tmp, cache_dir / f"logprobs-{key}.npz")
-    return out, rows, seconds
+    return AcousticOutputs(out, rows, seconds, False)

@@ -35,7 +35,7 @@ class Stage:
     outs: list[str]                      # a trailing '/' marks a directory
     params: list[str]
     metrics: list[str] = field(default_factory=list)
-    plots: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)  # data files the top-level PLOTS draw
     code: list[str] = field(default_factory=list)
 
     @property
@@ -54,7 +54,9 @@ def _cmd(name: str, *args: str, launcher: str = PY) -> str:
 ARCH, RAW, MAN = "data/{dataset}/archives", "data/{dataset}/raw", "data/{dataset}/manifests"
 STATS, VOCAB, LM = "data/{dataset}/stats.json", "data/{dataset}/vocab.txt", "data/{dataset}/lm"
 MODEL, TUNE, EVAL = "models/{dataset}", "results/{dataset}/tune", "results/{dataset}/evaluate"
-MET, PLOTS = "metrics/{dataset}", "plots/{dataset}"
+MET, PLOTS, PACKAGE = "metrics/{dataset}", "plots/{dataset}", "models/{dataset}_mlflow"
+# reports/<dataset>_wer.md and the figures it embeds by relative path
+REPORT_FILES = (".md", "_surface.png", "_curve.png", "_duration.png")
 LIB = "src/asrflow"
 
 STAGES: list[Stage] = [
@@ -96,18 +98,42 @@ STAGES: list[Stage] = [
           code=[f"{LIB}/tune.py", f"{LIB}/decode.py"]),
     Stage("evaluate",
           _cmd("evaluate", f"--manifests {MAN} --model {MODEL} --lm {LM} --tune {TUNE} --cache cache/{{dataset}} "
-                           f"--out {EVAL} --metrics {MET}/evaluate.json"),
+                           f"--out {EVAL} --metrics {MET}/evaluate.json --plots {PLOTS}/wer_by_duration.csv"),
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{EVAL}/"],
           params=["datasets", "decode", "evaluate"], metrics=[f"{MET}/evaluate.json"],
-          code=[f"{LIB}/decode.py", f"{LIB}/metrics.py"]),
+          plots=[f"{PLOTS}/wer_by_duration.csv"],
+          code=[f"{LIB}/decode.py", f"{LIB}/metrics.py", f"{LIB}/scoring.py"]),
+    # The model, its LM and tuned decoder settings as one MLflow model: saved here, logged to
+    # the stage's MLflow run and registered as asrflow-<dataset> (a new version per run).
+    Stage("register",
+          _cmd("register", f"--model {MODEL} --lm {LM} --tune {TUNE} --out {PACKAGE} --metrics {MET}/register.json"),
+          deps=[f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{PACKAGE}/"], params=["decode"],
+          metrics=[f"{MET}/register.json"], code=[f"{LIB}/serving.py"]),
+    # Lineage: the report states the DVC hashes of manifests, vocab, LM and model, so it depends on them.
     Stage("report",
-          _cmd("report", f"--metrics-dir {MET} --plots-dir {PLOTS} --out reports/{{dataset}}_wer.md"),
+          _cmd("report", f"--metrics-dir {MET} --plots-dir {PLOTS} --results {EVAL} --manifests {MAN} "
+                         f"--vocab {VOCAB} --lm {LM} --model {MODEL} --cache cache/{{dataset}} "
+                         "--out reports/{dataset}_wer.md"),
           deps=[f"{MET}/manifest.json", f"{MET}/lm.json", f"{MET}/train.json", f"{MET}/tune.json",
-                f"{MET}/evaluate.json", f"{PLOTS}/learning_curve.csv", f"{PLOTS}/tune_grid.csv"],
-          outs=["reports/{dataset}_wer.md", "reports/{dataset}_wer_surface.png", "reports/{dataset}_wer_curve.png"],
-          params=[], code=[f"{LIB}/report.py"]),
+                f"{MET}/evaluate.json", f"{MET}/register.json", f"{PLOTS}/learning_curve.csv",
+                f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
+                f"{MODEL}/"],
+          outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
+          params=["evaluate.top_errors"], code=[f"{LIB}/report.py", f"{LIB}/lineage.py"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
+
+# How DVC draws the stages' plot data (`dvc plots show` / `dvc plots diff`): top-level plots.
+PLOT_DEFS: list[dict[str, Any]] = [
+    {"Learning curve: dev error rates (%) by epoch": {
+        "template": "linear", "x": "epoch", "y": {f"{PLOTS}/learning_curve.csv": ["dev_cer", "dev_wer"]}}},
+    {"Learning curve: training CTC loss by epoch": {
+        "template": "linear", "x": "epoch", "y": {f"{PLOTS}/learning_curve.csv": "train_loss"}}},
+    {"Tuning: dev WER (%) over alpha, one point per beta": {
+        "template": "scatter", "x": "alpha", "y": {f"{PLOTS}/tune_grid.csv": "wer"}}},
+    {"Test WER (%) by utterance duration, beam+LM": {
+        "template": "bar_horizontal", "x": "beam_wer", "y": {f"{PLOTS}/wer_by_duration.csv": "bin"}}},
+]
 
 
 def stage(name: str) -> Stage:
@@ -138,10 +164,12 @@ def dvc_yaml() -> dict[str, Any]:
         entry["outs"] = [_dvc(o) for o in s.outs]
         if s.metrics:
             entry["metrics"] = [{_dvc(m): {"cache": False}} for m in s.metrics]
-        if s.plots:
-            entry["plots"] = [{_dvc(p): {"cache": False}} for p in s.plots]
+        # plot data are small uncached outputs; how to draw them is in the top-level plots
+        entry["outs"] += [{_dvc(p): {"cache": False}} for p in s.plots]
         stages[s.name] = entry
-    return {"stages": stages}
+    plots = [{_dvc(title): {k: ({_dvc(f): cols for f, cols in v.items()} if k == "y" else v)
+                            for k, v in spec.items()}} for d in PLOT_DEFS for title, spec in d.items()]
+    return {"stages": stages, "plots": plots}
 
 
 def render_dvc_yaml() -> str:
@@ -156,8 +184,21 @@ def smk_inputs(name: str) -> list[str]:
     return [d.rstrip("/") for d in stage(name).all_deps]
 
 
-def smk_outputs(name: str, directory: Callable[[str], Any]) -> list[Any]:
-    return [directory(o.rstrip("/")) if o.endswith("/") else o for o in stage(name).all_outs]
+def smk_outputs(name: str, directory: Callable[[str], Any], report: Callable[..., Any] | None = None,
+                report_items: dict[str, tuple[str, str]] | None = None) -> list[Any]:
+    """The stage's outputs for a Snakemake rule; those in ``report_items`` (output ->
+    (category, caption file)) are registered with Snakemake's ``report()`` for ``--report``."""
+    items = report_items or {}
+    outs = []
+    for o in stage(name).all_outs:
+        if o.endswith("/"):
+            outs.append(directory(o.rstrip("/")))
+        elif o in items and report is not None:
+            category, caption = items[o]
+            outs.append(report(o, category=category, caption=caption))
+        else:
+            outs.append(o)
+    return outs
 
 
 def smk_shell(name: str, config: dict[str, Any]) -> str:

@@ -1,9 +1,15 @@
-"""The benchmark report: reports/<dataset>_wer.md with its plots beside it."""
+"""The benchmark report: reports/<dataset>_wer.md with its plots beside it.
+
+Every results row carries its lineage (git commit, DVC hashes of the products it came from,
+the MLflow run that recorded it); the report also compares this run with the dataset's
+previous runs in MLflow.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +21,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 from asrflow.metrics import best_point  # noqa: E402
 
 
-def read_csv(path: str | Path) -> list[dict[str, float]]:
+def read_csv(path: str | Path, numeric: bool = True) -> list[dict[str, Any]]:
+    """CSV rows; with ``numeric`` every value as a float."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in r.items()} for r in rows] if numeric else rows
+
+
+def _save(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_surface(grid: list[dict[str, float]], path: Path, title: str) -> None:
@@ -33,13 +50,8 @@ def plot_surface(grid: list[dict[str, float]], path: Path, title: str) -> None:
         ax.plot(alphas if len(alphas) > 1 else betas, [v for row in z for v in row], marker="o")
     best = best_point(grid)
     ax.plot(best["alpha"], best["beta"], "r*", markersize=14, label=f"best {best['wer']:.2f}%")
-    ax.set_xlabel("alpha (LM weight)")
-    ax.set_ylabel("beta (word insertion)")
-    ax.set_title(title)
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, ax, path, title, "alpha (LM weight)", "beta (word insertion)")
 
 
 def plot_curve(curve: list[dict[str, float]], path: Path, title: str) -> None:
@@ -60,36 +72,172 @@ def plot_curve(curve: list[dict[str, float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_duration(rows: list[dict[str, str]], path: Path, title: str) -> None:
+    """WER by duration bin: greedy and beam+LM bars per test split (empty bins left blank)."""
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    bins = list(dict.fromkeys(r["bin"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / (2 * len(splits))
+    for si, split in enumerate(splits):
+        by_bin = {r["bin"]: r for r in rows if r["split"] == split}
+        for ki, (key, label) in enumerate((("greedy_wer", "greedy"), ("beam_wer", "beam+LM"))):
+            xs = [i + (2 * si + ki) * width - 0.4 + width / 2 for i in range(len(bins))]
+            ys = [float(by_bin[b][key]) if by_bin.get(b, {}).get(key) not in (None, "") else 0.0 for b in bins]
+            ax.bar(xs, ys, width, label=f"{split} {label}", hatch="//" if key == "greedy_wer" else None,
+                   alpha=0.85)
+    ax.set_xticks(range(len(bins)))
+    ax.set_xticklabels(bins)
+    ax.legend(fontsize="small")
+    _save(fig, ax, path, title, "utterance duration", "WER %")
+
+
 def _fmt(x: Any, nd: int = 2) -> str:
+    if x is None or x == "":
+        return "—"
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
-def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[dict[str, float]],
-                 grid: list[dict[str, float]], out_md: str | Path) -> dict[str, Any]:
-    """Write the markdown report and its PNGs (``<stem>_surface.png``, ``<stem>_curve.png``).
+def _code(x: Any) -> str:
+    return f"`{x}`" if x else "—"
 
-    ``metrics`` maps stage name to that stage's metrics JSON. Returns the headline figures.
+
+# Sections whose content differs between two runs of identical products (timings, ids,
+# history): repro.comparable_bytes leaves them out when comparing reports byte for byte.
+VOLATILE_SECTIONS = ("## Lineage", "## Real-time factors", "## Compared with previous runs", "## Using the model")
+LINEAGE_PRODUCTS = ("manifests", "vocab", "lm", "model")
+MIN_RECORDED_PARAMS = 10  # fewer params on a previous report run: it predates logging the whole params.yaml
+
+
+def _rate(x: Any) -> str:
+    """A real-time factor: 3 significant digits (decoders run at 1e-4 or below)."""
+    return "—" if x is None else f"{x:.3g}"
+
+
+def _results(ev: dict[str, Any], lin: dict[str, Any]) -> list[str]:
+    lines = ["| split | utterances | greedy WER | greedy CER | beam+LM WER | beam+LM CER | beam+LM S / D / I "
+             "| git commit | manifests | vocab | LM | model | MLflow run |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|"]
+    dvc = lin["dvc"]
+    tail = " | ".join([_code(lin["git_label"]), *(_code(dvc[k][:8]) for k in LINEAGE_PRODUCTS),
+                       _code((ev.get("mlflow_run_id") or "")[:8])])
+    for split in ev["splits"]:
+        s = ev[split]
+        sdi = " / ".join(str(s.get(f"beam_{op}", "?")) for op in ("substitutions", "deletions", "insertions"))
+        lines.append(f"| {split} | {s['utterances']} | {_fmt(s['greedy_wer'])} | {_fmt(s['greedy_cer'])} | "
+                     f"{_fmt(s['beam_wer'])} | {_fmt(s['beam_cer'])} | {sdi} | {tail} |")
+    return lines
+
+
+def _lineage(lin: dict[str, Any], run_ids: dict[str, str], products: dict[str, str]) -> list[str]:
+    lines = ["## Lineage", "",
+             f"- git commit `{lin['git_commit'] or 'none (not a git repository)'}`"
+             + (f" **with uncommitted changes** ({', '.join(lin['git_changed'])})" if lin["git_dirty"] else
+                " (clean working tree)"),
+             "- DVC hashes (the `md5` dvc.lock records for each output; the Snakefile's `dvc commit` after a "
+             "run and `dvc repro` write the same values):"]
+    lines += [f"  - {name}: `{products[name]}` `{lin['dvc'][name]}`" for name in LINEAGE_PRODUCTS]
+    lines.append("- MLflow runs: " + ", ".join(f"{stage} `{rid}`" for stage, rid in run_ids.items() if rid))
+    return lines + [""]
+
+
+def _rtf(ev: dict[str, Any], device: str, tu: dict[str, Any]) -> list[str]:
+    lines = ["## Real-time factors", "",
+             f"Compute seconds per second of audio on this machine ({device}; lower is faster), acoustic model "
+             "and decoders measured separately.", "",
+             "| split | audio (min) | acoustic model | greedy decoder | beam+LM decoder |", "|---|---:|---:|---:|---:|"]
+    for split in ev["splits"]:
+        s = ev[split]
+        lines.append(f"| {split} | {_fmt(s.get('audio_seconds', 0.0) / 60, 1)} | {_rate(s.get('rtf_acoustic'))} | "
+                     f"{_rate(s.get('rtf_greedy_decoder'))} | {_rate(s.get('rtf_beam_decoder'))} |")
+    return lines + ["", f"The alpha/beta grid ({tu['points']} points on {tu['utterances']} dev utterances, "
+                    f"{tu.get('workers') or 'all'} worker processes) took {_fmt(tu.get('grid_seconds', 0.0), 1)} s.", ""]
+
+
+def _comparison(ev: dict[str, Any], params: dict[str, str], lin: dict[str, Any],
+                previous: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Compared with previous runs", ""]
+    if not previous:
+        return lines + ["No earlier report of this dataset in MLflow: this is the first.", ""]
+    split = ev["splits"][0]
+    key = f"{split}_beam_wer"
+    scored = [r for r in previous if key in r["metrics"]]
+    picks: dict[str, dict[str, Any]] = {}
+    if previous:
+        picks["last"] = previous[0]
+    if scored:
+        best = min(scored, key=lambda r: (r["metrics"][key], -r["start_time"]))
+        picks["best" if best is not previous[0] else "last, best"] = best
+        if best is previous[0]:
+            picks.pop("last")
+    lines += [f"From MLflow: {len(previous)} earlier report(s) of this dataset; the last one and the best by "
+              f"{split} beam+LM WER. The last column lists params.yaml values that differ from this run.", "",
+              f"| run | date (UTC) | git commit | {split} greedy WER | {split} beam+LM WER | change | params that differ |",
+              "|---|---|---|---:|---:|---:|---|"]
+    this = ev[split]["beam_wer"]
+    lines.append(f"| this run | — | {_code(lin['git_label'])} | {_fmt(ev[split]['greedy_wer'])} | {_fmt(this)} | — | — |")
+    for label, r in picks.items():
+        m, before = r["metrics"], r["params"]
+        # keys that run recorded (a key params.yaml gained since then is not a change of value)
+        diff = [f"`{k}`: {before[k]} → {params.get(k, '—')}" for k in sorted(before) if params.get(k) != before[k]]
+        if len(before) < MIN_RECORDED_PARAMS:
+            shown = "not recorded (an earlier asrflow logged no full params.yaml)"
+        else:
+            shown = "; ".join(diff[:6]) + (f"; … {len(diff) - 6} more" if len(diff) > 6 else "") if diff else "none"
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["start_time"] / 1000))
+        change = f"{this - m[key]:+.2f}" if key in m else "—"
+        lines.append(f"| {label} `{r['run_id'][:8]}` | {when} | {_code(r['commit_label'])} | "
+                     f"{_fmt(m.get(f'{split}_greedy_wer'))} | {_fmt(m.get(key))} | {change} | {shown} |")
+    return lines + ["", "The change column is this run's WER minus that run's (negative = better).", ""]
+
+
+def _duration(rows: list[dict[str, str]], png: str) -> list[str]:
+    lines = ["## WER by utterance duration", "",
+             "| split | duration | utterances | words | greedy WER | beam+LM WER |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['split']} | {r['bin']} | {r['utterances']} | {r['words']} | "
+                     f"{_fmt(float(r['greedy_wer']) if r['greedy_wer'] else None)} | "
+                     f"{_fmt(float(r['beam_wer']) if r['beam_wer'] else None)} |")
+    return lines + ["", f"![WER by duration]({png})", ""]
+
+
+def _top_errors(errors: dict[str, list[tuple[str, int]]]) -> list[str]:
+    lines = ["## Most frequent word errors (beam+LM)", "",
+             "`ref -> hyp` is a substitution, `ref -> *` a deletion, `* -> hyp` an insertion; the full "
+             "alignments are in `results/<dataset>/evaluate/errs-<split>-beam_lm.txt`.", ""]
+    for split, errs in errors.items():
+        lines.append(f"- **{split}**: " + (", ".join(f"`{e}` ×{n}" for e, n in errs) if errs else "none"))
+    return lines + [""]
+
+
+def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[dict[str, float]],
+                 grid: list[dict[str, float]], out_md: str | Path, *, by_duration: list[dict[str, str]],
+                 lineage: dict[str, Any], products: dict[str, str], top_errors: dict[str, list[tuple[str, int]]],
+                 params: dict[str, str], previous: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the markdown report and its PNGs (``<stem>_surface.png``, ``_curve.png``, ``_duration.png``).
+
+    ``metrics`` maps stage name to that stage's metrics JSON; ``lineage`` is
+    :func:`asrflow.lineage.lineage` over ``products`` (name -> path); ``previous`` are the
+    dataset's earlier report runs from MLflow, newest first. Returns the headline figures.
     """
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     stem = out_md.stem
-    surface, curve_png = out_md.with_name(f"{stem}_surface.png"), out_md.with_name(f"{stem}_curve.png")
+    surface, curve_png, dur_png = (out_md.with_name(f"{stem}_{k}.png") for k in ("surface", "curve", "duration"))
     plot_surface(grid, surface, f"{dataset}: dev WER over the alpha/beta grid")
     plot_curve(curve, curve_png, f"{dataset}: learning curve")
-    ev, tr, tu, man, lm = (metrics[k] for k in ("evaluate", "train", "tune", "manifest", "lm"))
+    plot_duration(by_duration, dur_png, f"{dataset}: test WER by utterance duration")
+    ev, tr, tu, man, lm, reg = (metrics[k] for k in ("evaluate", "train", "tune", "manifest", "lm", "register"))
+    run_ids = {k: metrics[k].get("mlflow_run_id", "") for k in ("manifest", "lm", "train", "tune", "evaluate", "register")}
     lines = [f"# asrflow benchmark report: `{dataset}`", "",
              "Word and character error rates (%) per test split, greedy CTC decoding and beam search "
-             f"with the {lm.get('order', '?')}-gram KenLM at the alpha/beta tuned on dev.", "",
-             "| split | utterances | greedy WER | greedy CER | beam+LM WER | beam+LM CER |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for split in ev["splits"]:
-        s = ev[split]
-        lines.append(f"| {split} | {s['utterances']} | {_fmt(s['greedy_wer'])} | {_fmt(s['greedy_cer'])} | "
-                     f"{_fmt(s['beam_wer'])} | {_fmt(s['beam_cer'])} |")
+             f"with the {lm.get('order', '?')}-gram KenLM at the alpha/beta tuned on dev; S / D / I are the word "
+             "substitutions, deletions and insertions. The last columns are the row's lineage (details below).", "",
+             *_results(ev, lineage), "", *_lineage(lineage, run_ids, products),
+             *_comparison(ev, params, lineage, previous), *_rtf(ev, tr.get("device", "?"), tu)]
     grid_shape = f"{tu.get('alpha_count', '?')} x {tu.get('beta_count', '?')} = {tu['points']} points"
-    lines += ["", "## Decoder and language model", "",
-              f"- tuned on dev ({tu['utterances']} utterances, alpha x beta grid {grid_shape}, "
-              f"{_fmt(tu.get('grid_seconds', 0.0), 1)} s): alpha = {tu['alpha']}, beta = {tu['beta']} "
+    lines += ["## Decoder and language model", "",
+              f"- tuned on dev ({tu['utterances']} utterances, alpha x beta grid {grid_shape}): "
+              f"alpha = {tu['alpha']}, beta = {tu['beta']} "
               f"(dev WER {_fmt(tu['dev_wer'])}%, greedy dev WER {_fmt(tu['greedy_dev_wer'])}%)",
               f"- {tu.get('mode', 'lexicon')} beam search, beam size {tu['beam_size']}; lexicon of "
               f"{lm.get('vocabulary', '?')} words",
@@ -100,6 +248,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
         lines.append(f"- character {lm['char_order']}-gram for lexicon-free decoding: {lm.get('char_binary_mb', '?')} MB, "
                      f"dev perplexity {lm.get('char_dev_perplexity', '?')} per character")
     lines += ["", "![alpha/beta error surface](" + surface.name + ")", "",
+              *_duration(by_duration, dur_png.name), *_top_errors(top_errors),
               "## Model and training", "",
               f"- DeepSpeech2-style CTC model, {tr['params']:,} parameters",
               f"- {tr['epochs']} epochs, {tr['steps']} steps, {_fmt(tr['audio_hours'])} h of audio seen "
@@ -118,11 +267,16 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
         lines.append(f"| {split} | {man[key]} | {_fmt(man.get(f'{split}_hours', 0.0), 3)} | "
                      f"{man.get(f'{split}_speakers', '?')} | {shared} |")
     rejected = {k[len("rejected_"):]: v for k, v in man.items() if k.startswith("rejected_")}
-    lines += ["", f"Rejected by the manifest stage: {man.get('rejected', 0)}"
-              + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")" if rejected else ""), ""]
+    lines += ["", f"Rejected by the manifest stage: {man.get('rejected', 0)} utterances "
+              "(`data/<dataset>/manifests/rejects.parquet` lists each with its reason)."]
+    if rejected:
+        lines += ["", "| reason | utterances |", "|---|---:|", *(f"| {k} | {v} |" for k, v in sorted(rejected.items()))]
+    lines += ["", "## Using the model", "",
+              f"Registered in MLflow as `{reg.get('model_uri', '?')}` (model, vocabulary, feature statistics, LM and "
+              f"the tuned decoder settings); the same package is in `{reg.get('package', '?')}`:", "",
+              "```sh", f"asrflow transcribe --model {reg.get('model_uri', '?')} audio.flac other.wav", "```", ""]
     out_md.write_text("\n".join(lines), encoding="utf-8")
-    headline = {f"{s}_{k}": ev[s][k] for s in ev["splits"] for k in ("greedy_wer", "greedy_cer", "beam_wer", "beam_cer")}
-    return headline
+    return {f"{s}_{k}": ev[s][k] for s in ev["splits"] for k in ("greedy_wer", "greedy_cer", "beam_wer", "beam_cer")}
 
 
 def load_json(path: str | Path) -> dict[str, Any]:

@@ -7,28 +7,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from asrflow.lineage import RUN_WRITTEN
 
 # What a run from clean must reproduce byte for byte (per dataset).
 PRODUCTS = ["data/{d}/archives", "data/{d}/manifests", "data/{d}/stats.json", "data/{d}/vocab.txt",
             "data/{d}/lm/lm.bin", "data/{d}/lm/lm.arpa", "models/{d}/model.pt", "results/{d}/tune/grid.csv",
             "results/{d}/tune/best.json", "results/{d}/evaluate", "metrics/{d}/evaluate.json",
-            "metrics/{d}/tune.json", "reports/{d}_wer.md"]
-TIMING_KEYS = ("stage_seconds", "train_seconds", "train_audio_s_per_s", "grid_seconds", "acoustic_seconds")
+            "metrics/{d}/tune.json", "plots/{d}/wer_by_duration.csv", "reports/{d}_wer.md"]
+# Figures that differ between two runs of identical products: wall-clock timings and the ids
+# MLflow gives runs (like timestamps). Everything else is compared.
+VOLATILE_KEYS = ("stage_seconds", "train_seconds", "train_audio_s_per_s", "grid_seconds", "acoustic_seconds",
+                 "mlflow_run_id", "model_version", "model_uri")
+HEX_ID = re.compile(r"`[0-9a-f]{8,}(?:\.dir)?(?:-dirty)?`")
+
+
+def _drop_volatile(m: Any) -> Any:
+    if isinstance(m, dict):
+        return {k: _drop_volatile(v) for k, v in m.items() if k not in VOLATILE_KEYS and not k.startswith("rtf_")}
+    return m
+
+
+def comparable_report(text: str) -> str:
+    """The report without what differs between identical runs: its timing, lineage, history and
+    model-registry sections, the training wall-time line, and the commit/hash/run ids in tables."""
+    from asrflow.report import VOLATILE_SECTIONS
+
+    keep, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            skipping = line.startswith(VOLATILE_SECTIONS)
+        if not skipping and "wall time" not in line:
+            keep.append(HEX_ID.sub("`id`", line))
+    return "\n".join(keep)
 
 
 def comparable_bytes(path: Path) -> bytes:
-    """A product's bytes with wall-clock figures left out (they are timings, like timestamps):
-    timing keys of metrics JSON and the report's wall-time line. Everything else is kept."""
+    """A product's bytes with run-specific figures left out (timings and ids, like timestamps):
+    volatile keys of metrics JSON and the report's volatile parts. Everything else is kept."""
     if path.suffix == ".json" and path.parent.parent.name == "metrics":
-        m = json.loads(path.read_text())
-        for k in TIMING_KEYS:
-            m.pop(k, None)
-        return json.dumps(m, sort_keys=True).encode()
+        return json.dumps(_drop_volatile(json.loads(path.read_text())), sort_keys=True).encode()
     if path.suffix == ".md":
-        return "\n".join(l for l in path.read_text().splitlines() if "wall time" not in l).encode()
+        return comparable_report(path.read_text()).encode()
     return path.read_bytes()
 
 
@@ -45,12 +70,13 @@ def product_digests(repo: Path, dataset: str = "synth") -> dict[str, str]:
 
 
 def copy_project(src: Path, dest: Path, link: tuple[str, ...] = (".venv", ".tools")) -> Path:
-    """A fresh git repo at ``dest`` with the project's files (tracked + untracked, not ignored),
-    as a clone would hold them; ``link`` entries (the installed environment) are symlinked."""
+    """A fresh git repo at ``dest`` with the project's files (tracked + untracked, not ignored,
+    minus a run's own products such as dvc.lock and metrics/), as a clone would hold them;
+    ``link`` entries (the installed environment) are symlinked."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, check=True,
                            capture_output=True).stdout.decode().split("\0")
     for f in filter(None, files):
-        if (src / f).is_file():
+        if (src / f).is_file() and not f.startswith(RUN_WRITTEN):  # a clone has no run's products
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / f, dest / f)
     for name in link:

@@ -8,6 +8,7 @@ written to ``--metrics`` (DVC metrics) and logged to MLflow with the stage's par
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -41,6 +42,16 @@ def write_json(path: str | Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rows (same keys, in order) as CSV with a header, e.g. for DVC plots."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
@@ -79,9 +90,9 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     metrics.setdefault("stage_seconds", round(time.perf_counter() - t0, 2))
     if not master:
         return 0
-    if getattr(args, "metrics", None):
-        write_json(args.metrics, metrics)
     tracker.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
     run_id = tracker.flush()
+    if getattr(args, "metrics", None):  # after the run is recorded, so the metrics name it (lineage)
+        write_json(args.metrics, {**metrics, **tracker.outputs, "mlflow_run_id": run_id})
     ctx.log(f"done in {metrics['stage_seconds']} s; MLflow run {run_id}")
     return 0

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from asrflow.lineage import commit_label, git_state
+
 INVOCATION_ENV = "ASRFLOW_INVOCATION"
 ORCHESTRATORS = ("snakemake", "dvc")
 
@@ -92,8 +94,13 @@ class StageRun:
         self.metrics: list[tuple[str, float, int]] = []
         self.artifacts: list[Path] = []
         self.tags = {"asrflow.stage": stage, "asrflow.dataset": dataset, INVOCATION_ENV.lower(): invocation_id()}
+        git = git_state()
+        if git.commit:  # MLflow's own tag (the UI shows it), plus whether the tree had uncommitted changes
+            self.tags.update({"mlflow.source.git.commit": git.commit, "asrflow.git_dirty": str(git.dirty).lower()})
         self.start_ms = int(time.time() * 1000)
         self.run_id: str | None = None
+        self.models: list[tuple[Path, str]] = []
+        self.outputs: dict[str, Any] = {}  # what flush learnt: registered model version and URI
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.params.update(flatten(params))
@@ -109,6 +116,11 @@ class StageRun:
 
     def set_tag(self, key: str, value: str) -> None:
         self.tags[key] = value
+
+    def register_model(self, package: str | Path, name: str) -> None:
+        """Log an MLflow model directory to this run (as ``model/``) and register it under
+        ``name`` when the run is flushed; the new version lands in :attr:`outputs`."""
+        self.models.append((Path(package), name))
 
     def flush(self, status: str = "FINISHED") -> str:
         """Write the run (params, metrics, tags, artifacts) in one locked batch; return its id."""
@@ -143,6 +155,50 @@ class StageRun:
                     client.log_artifacts(run.info.run_id, str(a), a.name)
                 elif a.exists():
                     client.log_artifact(run.info.run_id, str(a))
+            if status == "FINISHED":
+                for package, name in self.models:
+                    self._register(client, run, package, name)
             client.set_terminated(run.info.run_id, status=status)
         self.run_id = run.info.run_id
         return self.run_id
+
+    def _register(self, client: Any, run: Any, package: Path, name: str) -> None:
+        client.log_artifacts(run.info.run_id, str(package), "model")
+        _ensure_registered_model(client, name)
+        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                              tags={"asrflow.dataset": self.dataset})
+        self.outputs.update({"model_version": int(version.version), "model_uri": f"models:/{name}/{version.version}"})
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="asrflow: CTC acoustic model + KenLM + tuned decoder "
+                                                          "settings; load with `asrflow transcribe --model models:/...`")
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def previous_runs(cfg: dict[str, Any], dataset: str, stage: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The dataset's finished runs of ``stage`` in MLflow, newest first: id, start time (ms),
+    commit label, metrics and params. Empty when the store or experiment does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return []
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(f"asrflow-{dataset}")
+        if exp is None:
+            return []
+        runs = client.search_runs([exp.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"],
+                                  filter_string=f"tags.`asrflow.stage` = '{stage}' and attributes.status = 'FINISHED'")
+    out = []
+    for r in runs:
+        label = commit_label(r.data.tags.get("mlflow.source.git.commit"), r.data.tags.get("asrflow.git_dirty") == "true")
+        out.append({"run_id": r.info.run_id, "start_time": r.info.start_time, "commit_label": label,
+                    "metrics": dict(r.data.metrics), "params": dict(r.data.params)})
+    return out

@@ -1,0 +1,37 @@
+"""Stage 'register': the trained model, its LM and tuned decoder settings as one MLflow model.
+
+Saved as a pyfunc package directory (``models/<dataset>_mlflow``, usable by path), logged to
+this stage's MLflow run and registered as ``asrflow-<dataset>`` (a new version per run), so
+``asrflow transcribe --model models:/asrflow-<dataset>/<version>`` loads it by URI.
+"""
+
+import json
+from pathlib import Path
+
+from asrflow.serving import DecoderSettings, package_model
+from asrflow.stagekit import Context, main
+
+
+def add_args(p):
+    p.add_argument("--model", required=True, help="model directory holding model.pt")
+    p.add_argument("--lm", required=True, help="LM directory")
+    p.add_argument("--tune", required=True, help="tuning directory holding best.json")
+    p.add_argument("--out", required=True, help="package directory to write")
+    p.add_argument("--metrics", required=True)
+
+
+def run(ctx: Context) -> dict:
+    a = ctx.args
+    best = json.loads(Path(a.tune, "best.json").read_text())
+    # the decoding evaluate uses: params' decode block at the alpha/beta tuned on dev
+    settings = DecoderSettings.from_dict({**ctx.params["decode"], "alpha": best["alpha"], "beta": best["beta"]})
+    pkg = package_model(a.out, f"{a.model}/model.pt", a.lm, settings)
+    size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
+    name = f"asrflow-{ctx.dataset}"
+    ctx.tracker.register_model(pkg, name)  # logged and registered with the run; the version joins the metrics
+    ctx.log(f"packaged {pkg} ({size / 1e6:.1f} MB); registering it as {name}")
+    return {"package": str(a.out), "package_mb": round(size / 1e6, 2), "model_name": name, **settings.to_dict()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main("register", add_args, run))

@@ -1,0 +1,252 @@
+"""Packaging a recognizer as an MLflow pyfunc model and transcribing files with it.
+
+Real parts throughout: a seeded DeepSpeech2 checkpoint in train.py's layout, KenLM models
+built by lmplz, audio made by sox and espeak-ng, an MLflow SQLite store and registry,
+and the installed ``asrflow`` console script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as tracking_utils
+
+from asrflow.cli import main
+from asrflow.decode import BeamSearch, compute_logprobs
+from asrflow.features import FeatureConfig
+from asrflow.lm import LMConfig, build_lm
+from asrflow.model import DeepSpeech2, ModelConfig
+from asrflow.serving import (AsrflowModel, DecoderSettings, ModelLoadError, convert_audio, load_transcriber,
+                             package_model, prepare_audio)
+from asrflow.text import BLANK, SPACE
+from conftest import REPO
+
+TOKENS = [BLANK, SPACE] + list("abcdefghijklmnopqrstuvwxyz'")
+SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a cat ate the rat", "hello world",
+             "the world is round", "hello there cat"] * 5
+SETTINGS = DecoderSettings(alpha=0.5, beta=1.0, beam_size=8, beam_threshold=25.0, token_beam=0, mode="lexicon")
+FREE = DecoderSettings(alpha=0.3, beta=0.5, beam_size=8, mode="lexicon_free")
+
+
+def sox(*args: str) -> None:
+    subprocess.run(["sox", *args], check=True, capture_output=True)
+
+
+def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0) -> Path:
+    """A randomly initialised (seeded) small model, saved with the dict layout train.py writes."""
+    torch.manual_seed(seed)
+    feat = FeatureConfig(sample_rate=sample_rate, n_mels=40)
+    mcfg = ModelConfig(n_mels=40, vocab_size=len(TOKENS), conv_channels=4, rnn_layers=1, rnn_hidden=32)
+    model = DeepSpeech2(mcfg)
+    rng = np.random.default_rng(seed)
+    ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,
+            "stats": {"mean": rng.normal(-4, 1, 40).round(4).tolist(), "std": rng.uniform(1, 3, 40).round(4).tolist()},
+            "features": feat.__dict__, "train": {}, "epoch": 1, "dev_cer": 100.0, "dev_wer": 100.0}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("serving")
+    a = {"dir": d, "model": make_checkpoint(d / "model.pt"), "lm": d / "lm"}
+    build_lm(SENTENCES, set(TOKENS[2:]), a["lm"], LMConfig(order=3, char_order=4))
+    audio = d / "audio"
+    audio.mkdir()
+    sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(audio / "tone.wav"), "synth", "1.0", "sine", "440")
+    subprocess.run(["espeak-ng", "-w", str(audio / "speech22k.wav"), "the cat sat on the mat"], check=True)
+    sox(str(audio / "speech22k.wav"), "-r", "16000", "-c", "1", str(audio / "speech.flac"))
+    sox("-n", "-r", "44100", "-c", "2", "-b", "16", str(audio / "stereo44k.wav"), "synth", "1.2", "sine", "300-3000",
+        "sine", "500")
+    sox("-n", "-r", "8000", "-c", "1", "-b", "16", str(audio / "narrow8k.wav"), "synth", "0.8", "square", "220")
+    (audio / "empty.wav").write_bytes(b"")
+    (audio / "notes.wav").write_text("this is a text file, not audio\n")
+    sox("-n", "-r", "16000", "-c", "1", str(audio / "blip.wav"), "synth", "0.01", "sine", "440")
+    a["audio"] = audio
+    a["pkg"] = package_model(d / "pkg", a["model"], a["lm"], SETTINGS)
+    return a
+
+
+def reference_transcripts(model_pt: Path, lm_dir: Path, settings: DecoderSettings, wavs: list[Path],
+                          tmp: Path) -> list[str]:
+    """What the evaluate stage would decode: compute_logprobs over a manifest of ``wavs``
+    (16 kHz mono files) and BeamSearch with ``settings``."""
+    manifest = tmp / "manifest.parquet"
+    pd.DataFrame({"audio_filepath": [str(w) for w in wavs], "duration": [sf.info(str(w)).duration for w in wavs],
+                  "text": ["x"] * len(wavs)}).to_parquet(manifest)
+    logprobs = compute_logprobs(model_pt, manifest)[0]
+    search = BeamSearch(TOKENS, lm_dir, settings.beam_config())
+    search.set_weights(settings.alpha, settings.beta)
+    return [search.decode(lp) for lp in logprobs]
+
+
+@pytest.fixture
+def tracking(monkeypatch):
+    """Undo the process-wide tracking URI (and the env var) mlflow.set_tracking_uri sets."""
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ASRFLOW_MODEL", raising=False)
+    yield
+    mlflow.set_tracking_uri(None)
+
+
+def test_decoder_settings_round_trip():
+    assert DecoderSettings.from_dict(SETTINGS.to_dict()) == SETTINGS
+    best = {"alpha": 1.25, "beta": -0.5, "beam_size": 50, "beam_threshold": 25.0, "token_beam": 0, "mode": "lexicon"}
+    assert DecoderSettings.from_dict({**best, "dev_wer": 3.2}).to_dict() == best  # tune/best.json + extra keys
+    with pytest.raises(ValueError, match="alpha"):
+        DecoderSettings.from_dict({"beta": 0.0})
+    with pytest.raises(ValueError, match="mode"):
+        DecoderSettings(alpha=1, beta=0, mode="greedy")
+
+
+def test_package_holds_only_what_the_mode_needs_and_replaces_atomically(assets, tmp_path):
+    pkg = assets["pkg"]
+    files = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*") if p.is_file())
+    assert files == ["MLmodel", "artifacts/decoder.json", "artifacts/lexicon.txt", "artifacts/lm.bin",
+                     "artifacts/model.pt", "conda.yaml", "python_env.yaml", "python_model.pkl", "requirements.txt"]
+    assert json.loads((pkg / "artifacts/decoder.json").read_text()) == SETTINGS.to_dict()
+    assert (pkg / "artifacts/model.pt").read_bytes() == assets["model"].read_bytes()
+    reqs = (pkg / "requirements.txt").read_text().split()
+    assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("flashlight-text==") for r in reqs)
+
+    free = package_model(tmp_path / "free", assets["model"], assets["lm"], FREE)
+    assert sorted(p.name for p in (free / "artifacts").iterdir()) == ["char.bin", "decoder.json", "model.pt"]
+    # packaging again over it: the new settings, and nothing half-written left beside it
+    again = package_model(tmp_path / "free", assets["model"], assets["lm"], SETTINGS)
+    assert json.loads((again / "artifacts/decoder.json").read_text())["mode"] == "lexicon"
+    assert not (again / "artifacts/char.bin").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free"]
+
+    with pytest.raises(FileNotFoundError, match="lm.char_order"):
+        package_model(tmp_path / "x", assets["model"], tmp_path / "free", FREE)
+    with pytest.raises(ValueError, match="not an asrflow checkpoint"):
+        package_model(tmp_path / "x", assets["audio"] / "tone.wav", assets["lm"], SETTINGS)
+    assert not (tmp_path / "x").exists()
+
+
+def test_transcripts_equal_the_evaluate_stages_beam_search(assets, tmp_path):
+    good = [assets["audio"] / "tone.wav", assets["audio"] / "speech.flac"]
+    ref = reference_transcripts(assets["model"], assets["lm"], SETTINGS, good, tmp_path)
+    assert any(ref), "the tiny model should say something, or the comparison proves little"
+    model = load_transcriber(str(assets["pkg"]))
+    assert isinstance(model, AsrflowModel) and model.sample_rate == 16000
+    results = model.transcribe(good)
+    assert [r.error for r in results] == [None, None]
+    assert [r.text for r in results] == ref
+    # the pyfunc interface: a DataFrame with a 'path' column, or a list of paths
+    pyfunc = mlflow.pyfunc.load_model(str(assets["pkg"]))
+    out = pyfunc.predict(pd.DataFrame({"path": [str(p) for p in good]}))
+    assert list(out.columns) == ["path", "text", "error"]
+    assert out["text"].tolist() == ref and out["error"].tolist() == [None, None]
+    assert pyfunc.predict([str(good[1])])["text"].tolist() == ref[1:]
+
+
+def test_lexicon_free_package_decodes_like_beam_search(assets, tmp_path):
+    wav = assets["audio"] / "tone.wav"
+    ref = reference_transcripts(assets["model"], assets["lm"], FREE, [wav], tmp_path)
+    pkg = package_model(tmp_path / "free", assets["model"], assets["lm"], FREE)
+    assert [r.text for r in load_transcriber(pkg).transcribe([wav])] == ref
+
+
+def test_other_rates_and_channels_are_converted_by_sox(assets, tmp_path):
+    model = load_transcriber(assets["pkg"])
+    sources = [assets["audio"] / n for n in ("stereo44k.wav", "narrow8k.wav", "speech22k.wav")]
+    assert [(sf.info(str(s)).samplerate, sf.info(str(s)).channels) for s in sources] == [(44100, 2), (8000, 1),
+                                                                                          (22050, 1)]
+    converted = [convert_audio(s, 16000, tmp_path / f"{s.stem}.wav") for s in sources]
+    assert {(sf.info(str(c)).samplerate, sf.info(str(c)).channels) for c in converted} == {(16000, 1)}
+    assert abs(sf.info(str(converted[0])).duration - 1.2) < 0.01
+    results = model.transcribe(sources)
+    assert [r.error for r in results] == [None] * 3
+    assert [r.text for r in results] == reference_transcripts(assets["model"], assets["lm"], SETTINGS, converted,
+                                                              tmp_path)
+    # the rate comes from the checkpoint: an 8 kHz model gets 8 kHz audio
+    assert prepare_audio(assets["audio"] / "tone.wav", 8000, tmp_path).shape == (8000,)
+    pkg8 = package_model(tmp_path / "pkg8", make_checkpoint(tmp_path / "m8.pt", sample_rate=8000), assets["lm"],
+                         SETTINGS)
+    m8 = load_transcriber(pkg8)
+    assert m8.sample_rate == 8000 and m8.transcribe([assets["audio"] / "tone.wav"])[0].error is None
+
+
+def test_bad_files_get_errors_and_the_rest_is_transcribed(assets, tmp_path):
+    a = assets["audio"]
+    paths = [a / "tone.wav", a / "empty.wav", a / "notes.wav", a / "gone.wav", a, a / "blip.wav", a / "speech.flac"]
+    results = load_transcriber(assets["pkg"]).transcribe(paths)
+    assert [r.path for r in results] == [str(p) for p in paths]
+    ok = [r for r in results if r.ok]
+    assert [r.path for r in ok] == [str(paths[0]), str(paths[-1])]
+    assert [r.text for r in ok] == reference_transcripts(assets["model"], assets["lm"], SETTINGS,
+                                                         [paths[0], paths[-1]], tmp_path)
+    assert all(r.error.startswith(f"{r.path}: ") and r.text is None for r in results if not r.ok)  # names its file
+    errors = {Path(r.path).name: r.error for r in results if not r.ok}
+    assert "empty file (0 bytes)" in errors["empty.wav"]
+    assert "not a readable audio file" in errors["notes.wav"] and "RIFF header not found" in errors["notes.wav"]
+    assert "no such file" in errors["gone.wav"]
+    assert "is a directory" in errors["audio"]
+    assert "too short (160 samples" in errors["blip.wav"]
+
+
+def test_cli_prints_good_files_in_order_and_reports_bad_ones(assets):
+    a = assets["audio"]
+    files = ["tone.wav", "empty.wav", "notes.wav", "gone.wav", "speech.flac"]
+    proc = subprocess.run([str(REPO / ".venv/bin/asrflow"), "transcribe", *files, "--model", str(assets["pkg"])],
+                          cwd=a, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k not in ("ASRFLOW_MODEL", "MLFLOW_TRACKING_URI")})
+    assert proc.returncode == 1, proc.stderr
+    expected = load_transcriber(assets["pkg"]).transcribe([a / "tone.wav", a / "speech.flac"])
+    assert proc.stdout.splitlines() == [f"tone.wav\t{expected[0].text}", f"speech.flac\t{expected[1].text}"]
+    err = proc.stderr.splitlines()
+    assert err == [line for line in err if line.startswith("asrflow transcribe: ")], proc.stderr  # no MLflow chatter
+    assert [line.split(": ")[1] for line in err] == ["empty.wav", "notes.wav", "gone.wav"]
+    assert "empty file (0 bytes)" in err[0] and "not a readable audio file" in err[1] and "no such file" in err[2]
+
+
+def test_registered_model_loads_by_uri_and_from_the_cli(assets, tmp_path, tracking, capsys, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    exp = client.create_experiment("asrflow-serving-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(assets["pkg"]), "model")
+    client.set_terminated(run.info.run_id)
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "asrflow-test")
+    assert str(version.version) == "1"
+    client.set_registered_model_alias("asrflow-test", "champion", "1")
+
+    wav = assets["audio"] / "tone.wav"
+    expected = load_transcriber(assets["pkg"]).transcribe([wav])[0].text
+    for model_uri in ("models:/asrflow-test/1", "models:/asrflow-test@champion", f"runs:/{run.info.run_id}/model"):
+        assert load_transcriber(model_uri).transcribe([wav])[0].text == expected, model_uri
+    with pytest.raises(ModelLoadError, match="models:/asrflow-test/7"):
+        load_transcriber("models:/asrflow-test/7")
+
+    # the CLI: --model from $ASRFLOW_MODEL, the store from --tracking-uri
+    capsys.readouterr()
+    monkeypatch.setenv("ASRFLOW_MODEL", "models:/asrflow-test/1")
+    assert main(["transcribe", str(wav), "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out == f"{wav}\t{expected}\n"
+
+
+def test_cli_usage_errors_say_what_to_pass(tmp_path, tracking, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no mlruns/mlflow.db here
+    assert main(["transcribe", "a.wav"]) == 2
+    assert "--model PATH_OR_URI" in capsys.readouterr().err
+    assert main(["transcribe", "a.wav", "--model", "models:/asrflow-test/1"]) == 2
+    assert "--tracking-uri" in capsys.readouterr().err
+    assert main(["transcribe", "a.wav", "--model", "models:/x/1", "--tracking-uri", "sqlite:///nope.db"]) == 2
+    assert "nope.db does not exist" in capsys.readouterr().err and not (tmp_path / "nope.db").exists()
+    assert main(["transcribe", "a.wav", "--model", str(tmp_path / "missing-pkg")]) == 2
+    assert f"{tmp_path / 'missing-pkg'} does not exist" in capsys.readouterr().err
+    assert main(["transcribe", "a.wav", "--model", str(tmp_path)]) == 2
+    assert "no MLmodel file" in capsys.readouterr().err
