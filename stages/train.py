@@ -24,7 +24,10 @@ def run(ctx: Context) -> dict:
                    ctx.params["train"], FeatureConfig.from_params(ctx.params["features"]), ctx.params["seed"],
                    a.checkpoints, log=ctx.log)
     metrics = dataclasses.asdict(result)
+    step_log = metrics.pop("step_log")
     if ctx.master:
+        for row in step_log:  # per-step figures, written to MLflow in batches when the stage ends
+            ctx.tracker.log_metrics({f"step_{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
         with open(a.plots) as f:
             for row in csv.DictReader(f):
                 ctx.tracker.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

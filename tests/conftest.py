@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,33 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True, env: 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+TRAIN_ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
+
+
+@pytest.fixture(scope="session")
+def data_repo(tmp_path_factory):
+    """A repo copy holding the tiny corpus' manifests, stats and vocab (download..vocab run once),
+    for tests that run the train stage's command themselves."""
+    p = tiny_params()
+    p["train"].update(epochs=2, checkpoint_every_steps=2)
+    repo = copy_repo(tmp_path_factory.mktemp("train-data"), p)
+    run(["snakemake", "-j", "2", "data/synth/stats.json", "data/synth/vocab.txt"], cwd=repo, env=TRAIN_ENV)
+    return repo
+
+
+def set_train(repo: Path, **train) -> None:
+    """Update the ``train`` block of ``repo``'s params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(train)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def train_cmd(repo: Path, name: str, launcher: list[str] | None = None) -> list[str]:
+    """The train stage's command writing under runs/<name>/ (one process unless ``launcher``)."""
+    d = f"runs/{name}"
+    return [*(launcher or [sys.executable]), "stages/train.py", "--params", "params.yaml", "--dataset", "synth",
+            "--manifests", "data/synth/manifests", "--stats", "data/synth/stats.json", "--vocab", "data/synth/vocab.txt",
+            "--out", f"{d}/model", "--checkpoints", f"{d}/checkpoints", "--metrics", f"{d}/train.json",
+            "--plots", f"{d}/curve.csv"]

@@ -30,6 +30,8 @@ def test_repo_params_are_valid():
     (lambda p: p["evaluate"].update(duration_bins=[1, 5]), ["evaluate.duration_bins", "start at 0"]),
     (lambda p: p["evaluate"].update(duration_bins=[]), ["evaluate.duration_bins"]),
     (lambda p: p["evaluate"].update(top_errors=-1), ["evaluate.top_errors"]),
+    (lambda p: p["train"].update(lookahead=20), ["train.lookahead", "bidirectional"]),
+    (lambda p: p["train"].update(rnn_type="rnn"), ["train.rnn_type", "lstm"]),
     (lambda p: p["lm"].update(memory="lots"), ["lm.memory", "lots"]),
     (lambda p: p["tune"].update(beam_threshold=0), ["tune.beam_threshold"]),
 ])

@@ -81,9 +81,13 @@ def test_mlflow_has_one_run_per_stage_grouped(smk_repo):
     assert all(r.info.status == "FINISHED" for rs in runs.values() for r in rs)
     train = runs["train"][0]
     assert train.data.params["train.epochs"] == "2" and train.data.metrics["params"] > 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{smk_repo}/mlruns/mlflow.db")
+    every = tiny_params()["train"]["log_every_steps"]
+    steps = [m.step for m in client.get_metric_history(train.info.run_id, "step_loss")]
+    assert steps == list(range(every, int(train.data.metrics["steps"]) + 1, every)) and steps, steps
+    assert len(client.get_metric_history(train.info.run_id, "step_audio_s_per_s")) == len(steps)
     # tune: one run holding the whole grid (step = point), the best point tagged, table + surface attached
     tune = runs["tune"][0]
-    client = MlflowClient(tracking_uri=f"sqlite:///{smk_repo}/mlruns/mlflow.db")
     grid = (smk_repo / "results/synth/tune/grid.csv").read_text().splitlines()[1:]
     history = {m.step: m.value for m in client.get_metric_history(tune.info.run_id, "grid_wer")}
     assert sorted(history) == list(range(len(grid))) == list(range(6))

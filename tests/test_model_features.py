@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -43,3 +44,46 @@ def test_batches_cover_each_utterance_once_per_epoch():
             assert len({len(r) for r in ranks}) == 1  # same number of steps on every rank
             seen = sorted(i for r in ranks for b in r for i in b)
             assert seen == list(range(101))  # each utterance exactly once per epoch, none dropped
+
+
+def _family(**kw) -> DeepSpeech2:
+    torch.manual_seed(0)
+    return DeepSpeech2(ModelConfig(n_mels=16, vocab_size=10, conv_channels=4, conv_strides=[(2, 1)], rnn_layers=2,
+                                   rnn_hidden=8, dropout=0.0, **kw)).eval()
+
+
+def test_model_family_gru_lstm_directions_and_lookahead():
+    sizes = {name: count_parameters(_family(**kw)) for name, kw in {
+        "bigru": {}, "bilstm": {"rnn_type": "lstm"}, "unigru": {"bidirectional": False},
+        "unigru_la": {"bidirectional": False, "lookahead": 4}}.items()}
+    assert sizes["bilstm"] > sizes["bigru"] > sizes["unigru"]            # LSTM has 4 gates, GRU 3
+    assert sizes["unigru_la"] - sizes["unigru"] == 8 * 5                   # depthwise conv: width x (lookahead+1)
+    x, lens = torch.randn(2, 40, 16), torch.tensor([40, 31])
+    for kw in ({"rnn_type": "lstm"}, {"bidirectional": False, "lookahead": 4}):
+        lp, olen = _family(**kw)(x, lens)
+        assert lp.shape == (2, 40, 10) and olen.tolist() == [40, 31]
+
+
+def test_unidirectional_model_sees_only_lookahead_future_frames():
+    """Output frame t of a unidirectional model with lookahead L depends on input frames up to
+    t + L (plus the conv front end's half kernel), never further; a bidirectional one sees all."""
+    x = torch.randn(1, 60, 16)
+    changed = x.clone()
+    changed[:, 40:] += 5.0                                  # change the future from frame 40 on
+    lens = torch.tensor([60])
+    with torch.no_grad():
+        uni = _family(bidirectional=False, lookahead=4)
+        a, b = uni(x, lens)[0], uni(changed, lens)[0]
+        reach = 40 - 4 - 2                                   # lookahead 4, time kernel 5 (half = 2)
+        assert torch.equal(a[:, :reach], b[:, :reach]) and not torch.equal(a[:, reach:], b[:, reach:])
+        bi = _family()
+        assert not torch.equal(bi(x, lens)[0][:, :10], bi(changed, lens)[0][:, :10])
+
+
+def test_epoch_coverage_check_raises_on_a_dropped_or_repeated_utterance():
+    from asrflow.train import check_epoch_coverage
+
+    check_epoch_coverage([2, 0, 1], 3, world=1, epoch=0)
+    for seen in ([0, 1], [0, 1, 1], [0, 1, 2, 2]):
+        with pytest.raises(RuntimeError, match="expected each of 3 exactly once"):
+            check_epoch_coverage(seen, 3, world=1, epoch=0)

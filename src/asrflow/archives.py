@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -23,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
+
+from asrflow import progress
 
 CHUNK = 1 << 20
 ALGOS = ("md5", "sha256")
@@ -64,9 +65,7 @@ def hash_file(path: Path, algos: Iterable[str] = ALGOS, desc: str | None = None)
 
 def _bar(total: int | None, initial: int, desc: str, show: bool = True) -> tqdm:
     """A byte progress bar (size, rate, ETA) on stderr; sparse when stderr is a log file."""
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, disable=not show, mininterval=0.5 if tty else 30, dynamic_ncols=tty, leave=tty)
+    return progress.bar(total, desc, unit="B", initial=initial, show=show, unit_scale=True, unit_divisor=1024)
 
 
 def _stamp_path(path: Path) -> Path:

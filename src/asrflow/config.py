@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from asrflow.augment import AugmentConfig
+
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 
 
@@ -70,6 +72,13 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if decode["mode"] == "lexicon_free" and not lm["char_order"]:
         raise ParamsError("params.yaml: 'decode.mode: lexicon_free' needs a character LM: set 'lm.char_order' "
                           "(e.g. 6)")
+    if p["train"]["lookahead"] and p["train"]["bidirectional"]:
+        raise ParamsError("params.yaml: 'train.lookahead' is for unidirectional models: set 'train.bidirectional: "
+                          "false' or 'train.lookahead: 0'")
+    try:  # each augmentation step: known type and keys, probabilities, ranges, a usable noise dir
+        AugmentConfig.from_params(p["train"]["augment"])
+    except ValueError as e:
+        raise ParamsError(f"params.yaml: {e}") from e
     bins = p["evaluate"]["duration_bins"]
     if bins[0] != 0 or any(a >= b for a, b in zip(bins, bins[1:])):
         raise ParamsError(f"params.yaml: 'evaluate.duration_bins' is {bins}: edges in seconds must start at 0 "

@@ -1,4 +1,9 @@
-"""DeepSpeech2-style acoustic model: 2-D conv front end, bidirectional GRU stack, CTC head."""
+"""DeepSpeech2-style acoustic model: 2-D conv front end, recurrent stack, CTC head.
+
+The DeepSpeech2 family from params: GRU or LSTM layers, bidirectional or not, and for
+unidirectional (streamable) models an optional lookahead convolution over a few future
+frames (DeepSpeech2's "row convolution").
+"""
 
 from __future__ import annotations
 
@@ -23,12 +28,16 @@ class ModelConfig:
     rnn_layers: int = 3
     rnn_hidden: int = 256
     dropout: float = 0.1
+    rnn_type: str = "gru"         # gru | lstm
+    bidirectional: bool = True
+    lookahead: int = 0            # future frames seen by the lookahead conv (unidirectional only); 0 = none
 
     @classmethod
     def from_params(cls, train: dict[str, Any], n_mels: int, vocab_size: int) -> "ModelConfig":
         return cls(n_mels=n_mels, vocab_size=vocab_size, conv_channels=train["conv_channels"],
                    conv_kernel=tuple(train["conv_kernel"]), conv_strides=[tuple(s) for s in train["conv_strides"]],
-                   rnn_layers=train["rnn_layers"], rnn_hidden=train["rnn_hidden"], dropout=train["dropout"])
+                   rnn_layers=train["rnn_layers"], rnn_hidden=train["rnn_hidden"], dropout=train["dropout"],
+                   rnn_type=train["rnn_type"], bidirectional=train["bidirectional"], lookahead=train["lookahead"])
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,11 +68,16 @@ class DeepSpeech2(nn.Module):
             in_ch = cfg.conv_channels
             freq = (freq + 2 * (kf // 2) - kf) // sf_ + 1
         self.conv = nn.Sequential(*layers)
-        self.rnn = nn.GRU(cfg.conv_channels * freq, cfg.rnn_hidden, num_layers=cfg.rnn_layers,
-                          batch_first=True, bidirectional=True, dropout=cfg.dropout if cfg.rnn_layers > 1 else 0.0)
-        self.norm = nn.LayerNorm(2 * cfg.rnn_hidden)
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.rnn_type]
+        self.rnn = rnn(cfg.conv_channels * freq, cfg.rnn_hidden, num_layers=cfg.rnn_layers, batch_first=True,
+                       bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.rnn_layers > 1 else 0.0)
+        width = cfg.rnn_hidden * (2 if cfg.bidirectional else 1)
+        # each output frame mixes itself and `lookahead` future frames, channel by channel
+        self.lookahead = (nn.Conv1d(width, width, cfg.lookahead + 1, groups=width, bias=False)
+                          if cfg.lookahead else None)
+        self.norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(2 * cfg.rnn_hidden, cfg.vocab_size)
+        self.out = nn.Linear(width, cfg.vocab_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.cfg.conv_kernel[1], [t for _, t in self.cfg.conv_strides])
@@ -76,6 +90,8 @@ class DeepSpeech2(nn.Module):
         # No pack_padded_sequence: on CPU it doubles the GRU's step time, and batches are
         # bucketed by duration, so the few padded frames cost less than packing does.
         x, _ = self.rnn(x)
+        if self.lookahead is not None:  # pad the future with zeros so the length is kept
+            x = self.lookahead(nn.functional.pad(x.transpose(1, 2), (0, self.cfg.lookahead))).transpose(1, 2)
         x = self.out(self.dropout(self.norm(x)))
         return x.log_softmax(-1), out_lens
 

@@ -86,7 +86,10 @@ STAGES: list[Stage] = [
           _cmd("train", f"--manifests {MAN} --stats {STATS} --vocab {VOCAB} --out {MODEL} "
                         f"--checkpoints checkpoints/{{dataset}} --metrics {MET}/train.json "
                         f"--plots {PLOTS}/learning_curve.csv",
-               launcher="torchrun --standalone --nnodes=1 --nproc-per-node=${train.nproc_per_node}"),
+               # one node: rendezvous on a free local port; several: the same command on every
+               # node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
+               launcher="torchrun --nnodes=${train.nnodes} --nproc-per-node=${train.nproc_per_node} "
+                        "--rdzv-backend=c10d --rdzv-endpoint=${train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"],
           code=[f"{LIB}/train.py", f"{LIB}/model.py"]),

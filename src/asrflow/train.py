@@ -7,12 +7,15 @@ logs, evaluates and writes checkpoints. On CPU the gloo backend is used, NCCL on
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from asrflow.augment import AugmentConfig, Augmenter, utterance_rng
 from asrflow.features import FeatureConfig, LogMel, read_stats
 from asrflow.manifest import ManifestAudio, read_manifest
 from asrflow.metrics import corpus_rates
+from asrflow.progress import bar
 from asrflow.model import DeepSpeech2, ModelConfig, count_parameters
 from asrflow.text import Tokenizer, read_vocab
 
@@ -36,21 +41,36 @@ def utterance_features(wav: np.ndarray, fe: LogMel, mean: torch.Tensor, std: tor
 
 class UtteranceDataset(torch.utils.data.Dataset):
     """Features and labels of ``rows`` (a manifest slice whose index holds the row numbers
-    in the Parquet file ``audio`` reads from)."""
+    in the Parquet file ``audio`` reads from).
+
+    With an ``augmenter`` (training only), each utterance is augmented with randomness drawn
+    from (``seed``, :attr:`epoch`, its row number): the same in every run, resumed or not,
+    whatever process loads it.
+    """
 
     def __init__(self, rows: pd.DataFrame, audio: ManifestAudio, tokenizer: Tokenizer, fe: LogMel,
-                 mean: torch.Tensor, std: torch.Tensor):
+                 mean: torch.Tensor, std: torch.Tensor, augmenter: Augmenter | None = None, seed: int = 0):
         self.audio, self.rows = audio, rows.index.tolist()
         self.texts = rows["text"].tolist()
         self.labels = [tokenizer.encode(t) for t in self.texts]
         self.fe, self.mean, self.std = fe, mean, std
+        self.augmenter = augmenter if augmenter is not None and augmenter.enabled else None
+        self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         wav = self.audio[self.rows[i]]
-        return utterance_features(wav, self.fe, self.mean, self.std), torch.tensor(self.labels[i]), i
+        if self.augmenter is None:
+            return utterance_features(wav, self.fe, self.mean, self.std), torch.tensor(self.labels[i]), i
+        rng = utterance_rng(self.seed, self.epoch, self.rows[i])
+        feats = utterance_features(self.augmenter.wave(wav, rng), self.fe, self.mean, self.std)
+        return self.augmenter.spec(feats, rng), torch.tensor(self.labels[i]), i
+
+
+def _loader_worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # a loader process decodes and computes features; the trainer owns the cores
 
 
 def collate(items: list[tuple[torch.Tensor, torch.Tensor, int]]):
@@ -123,6 +143,14 @@ class TrainResult:
     skipped_utterances: int
     padding_fraction: float
     train_audio_s_per_s: float
+    nonfinite_steps: int        # steps skipped because the loss was NaN/inf
+    resumed_from_step: int      # 0 = trained from scratch
+    stopped_early: bool         # early stopping on dev CER (train.patience)
+    step_log: list[dict[str, float]] = field(default_factory=list)  # per-step loss, lr, throughput (MLflow)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -145,6 +173,87 @@ def atomic_save(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# train params that change how a run is checkpointed, stopped or launched but not the weights it reaches
+OPERATIONAL = ("threads", "loader_workers", "max_minutes", "checkpoint_every_steps", "keep_checkpoints", "patience", "resume",
+               "log_every_steps", "rdzv_endpoint")
+
+CODE = ("train.py", "model.py", "features.py", "text.py")
+
+
+def run_fingerprint(train_cfg: dict[str, Any], feat_cfg: FeatureConfig, seed: int, inputs: list[Path]) -> str:
+    """What a resumable checkpoint must match to be resumed: the params that shape training,
+    the seed, the input files (train/dev manifests, stats, vocab) and the training code."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"train": {k: v for k, v in train_cfg.items() if k not in OPERATIONAL},
+                         "features": feat_cfg.__dict__, "seed": seed}, sort_keys=True).encode())
+    here = Path(__file__).parent
+    for f in [*inputs, *(here / c for c in CODE)]:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG training draws from, as tensors and plain values (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+             "random": [version, torch.tensor(internal, dtype=torch.int64), py_gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = state["random"]
+    random.setstate((version, tuple(internal.tolist()), py_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_epoch_coverage(seen: list[int], n: int, world: int, epoch: int, log=None) -> None:
+    """Across ranks, every training utterance was seen exactly once this epoch (else raise)."""
+    if world == 1:
+        everyone = seen
+    else:
+        gathered: list[list[int]] = [[] for _ in range(world)]
+        dist.all_gather_object(gathered, seen)
+        everyone = [i for part in gathered for i in part]
+    if len(everyone) != n or len(set(everyone)) != n:
+        raise RuntimeError(f"epoch {epoch + 1}: {len(everyone)} utterances seen ({len(set(everyone))} distinct) "
+                           f"across {world} ranks, expected each of {n} exactly once")
+    if log and world > 1:
+        log(f"epoch {epoch + 1}: {n} utterances, each seen exactly once across {world} ranks")
+
+
+def check_ranks_agree(model: nn.Module, log=None) -> None:
+    """DDP invariant: every rank ends with bit-identical parameters (else raise).
+
+    Parameters only: batch-norm running statistics are rank-local between forward passes
+    (DDP broadcasts rank 0's at the start of each one), and rank 0's are the ones saved.
+    """
+    h = hashlib.sha256()
+    for t in model.parameters():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    digests: list[str] = [""] * dist.get_world_size()
+    dist.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks ended with different parameters: {digests}")
+    if log:
+        log(f"parameters identical across {len(digests)} ranks (sha256 {digests[0][:16]})")
+
+
+def _prune_epoch_checkpoints(checkpoint_dir: Path, keep: int, best_epoch: int) -> None:
+    """Keep the last ``keep`` per-epoch checkpoints and the best one."""
+    files = sorted(checkpoint_dir.glob("epoch-*.pt"))
+    for f in files[:-keep]:
+        if f.name != f"epoch-{best_epoch:03d}.pt":
+            f.unlink()
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):
@@ -236,7 +345,11 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     padding_fraction = 1.0 - float(sum(durations)) / padded if padded else 0.0
     if master:
         log(f"{len(batches)} batches of <= {batch_seconds:.0f} s audio; padding fraction {padding_fraction:.3f}")
-    ds = UtteranceDataset(rows, ManifestAudio(train_manifest, feat_cfg.sample_rate), tokenizer, fe, mean, std)
+    augmenter = Augmenter(AugmentConfig.from_params(train_cfg["augment"]), feat_cfg.sample_rate)
+    if augmenter.enabled and master:
+        log("augmentation: " + ", ".join(f"{e['type']} p={e['prob']}" for e in train_cfg["augment"] if e["prob"]))
+    ds = UtteranceDataset(rows, ManifestAudio(train_manifest, feat_cfg.sample_rate), tokenizer, fe, mean, std,
+                          augmenter, seed)
     dev_ds = UtteranceDataset(dev_rows, ManifestAudio(dev_manifest, feat_cfg.sample_rate), tokenizer, fe, mean, std)
     dev_loader = torch.utils.data.DataLoader(
         dev_ds, batch_sampler=make_batches(dev_rows["duration"].tolist(), batch_seconds), collate_fn=collate)
@@ -246,51 +359,172 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, train_cfg["warmup_steps"], total_steps))
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    bf16 = use_cuda and train_cfg["precision"] == "bf16"  # bf16 needs no loss scaler
 
     curve_path, out_dir, checkpoint_dir = Path(curve_path), Path(out_dir), Path(checkpoint_dir)
-    curve = []
-    best = (math.inf, math.inf, -1)
-    step = 0
-    t0 = time.perf_counter()
+    last_path = checkpoint_dir / "last.pt"
+    inputs = [Path(m).with_suffix(".jsonl") if Path(m).with_suffix(".jsonl").exists() else Path(m)
+              for m in (train_manifest, dev_manifest)] + [Path(stats_path), Path(vocab_path)]
+    fingerprint = run_fingerprint(train_cfg, feat_cfg, seed, inputs)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "losses": [], "curve": [],
+                             "best": [math.inf, math.inf, -1], "since_best": 0, "nonfinite": 0, "in_row": 0,
+                             "seconds": 0.0, "seen": [], "step_log": [], "window_audio": 0.0}
+    resumed_from = 0
+    pending_rng = None  # RNG states to restore at the exact point they were saved (see the epoch loop)
+    if master:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in checkpoint_dir.glob(".*.tmp"):  # a checkpoint write killed half-way
+            leftover.unlink()
+    if last_path.exists() and train_cfg["resume"]:
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        if ckpt.get("fingerprint") == fingerprint and ckpt.get("world") == world:
+            model.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            state = ckpt["state"]
+            pending_rng = ckpt["rng"][rank]
+            resumed_from = state["step"]
+            if master:
+                log(f"resuming from {last_path}: step {state['step']}, epoch {state['epoch'] + 1}, "
+                    f"batch {state['batch']} of {steps_per_epoch}")
+        elif master:
+            log(f"not resuming {last_path}: it was written by a run with other params, inputs, code or world size; "
+                "starting afresh")
+            for old in [last_path, *checkpoint_dir.glob("epoch-*.pt")]:
+                old.unlink()
+    if world > 1:
+        dist.barrier()  # nobody reads checkpoints rank 0 is about to replace
+
+    def save_last() -> None:
+        rngs = [None] * world
+        if world > 1:
+            dist.all_gather_object(rngs, _rng_state())
+        else:
+            rngs = [_rng_state()]
+        if master:
+            atomic_save({"fingerprint": fingerprint, "world": world, "state_dict": model.state_dict(),
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state,
+                         "rng": rngs}, last_path)
+            log(f"checkpoint step={state['step']} epoch={state['epoch'] + 1} batch={state['batch']}")
+
+    def all_finite(loss: torch.Tensor) -> bool:
+        ok = torch.tensor([1.0 if torch.isfinite(loss) else 0.0], device=device)
+        if world > 1:  # every rank skips together, or DDP's gradient all-reduce would wait forever
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    t0 = time.perf_counter() - state["seconds"]
     budget = train_cfg["max_minutes"] * 60
-    epochs_done = 0
-    for epoch in range(epochs):
-        loader = torch.utils.data.DataLoader(ds, batch_sampler=epoch_batches(batches, epoch, seed, rank, world),
-                                             collate_fn=collate)
-        losses = []
-        for x, flen, y, llen, _ in loader:
-            lp, olen = ddp(x.to(device), flen)
-            loss = ctc(lp.transpose(0, 1), y.to(device), olen, llen)
+    stopped_early = False
+    log_every = train_cfg["log_every_steps"]
+    progress = bar(epochs * steps_per_epoch, "train", unit="step", initial=state["step"], show=master)
+    window_t = time.perf_counter()
+    while state["epoch"] < epochs:
+        epoch = state["epoch"]
+        order = epoch_batches(batches, epoch, seed, rank, world)
+        ds.epoch = epoch
+        workers = train_cfg["loader_workers"]
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=order[state["batch"]:], collate_fn=collate,
+                                             num_workers=workers, worker_init_fn=_loader_worker_init,
+                                             prefetch_factor=4 if workers else None)
+        # Starting an epoch's loader draws from torch's RNG. An epoch-end checkpoint was saved
+        # before that draw, a mid-epoch one after it: restore the RNGs on the same side.
+        if pending_rng is not None and state["batch"] == 0:
+            _set_rng_state(pending_rng)
+            pending_rng = None
+        batches_iter = iter(loader)
+        if pending_rng is not None:
+            _set_rng_state(pending_rng)
+            pending_rng = None
+        for x, flen, y, llen, ids in batches_iter:
+            state["seen"].extend(ds.rows[i] for i in ids)
+            state["window_audio"] += float(flen.sum()) * feat_cfg.hop_ms / 1000  # audio seconds since the last log
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                lp, olen = ddp(x.to(device), flen)
+            loss = ctc(lp.float().transpose(0, 1), y.to(device), olen, llen)
             opt.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
+            if all_finite(loss):
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
                 opt.step()
-                losses.append(float(loss.detach()))
+                state["losses"].append(float(loss.detach()))
+                state["in_row"] = 0
+            else:
+                state["nonfinite"] += 1
+                state["in_row"] += 1
+                if master:
+                    log(f"step {state['step']}: non-finite loss, step skipped ({state['nonfinite']} so far)")
+                if state["in_row"] >= train_cfg["max_nonfinite_in_row"]:
+                    raise TrainingDiverged(
+                        f"{state['in_row']} non-finite losses in a row (train.max_nonfinite_in_row="
+                        f"{train_cfg['max_nonfinite_in_row']}) at step {state['step']}, epoch {epoch + 1}: lower "
+                        f"train.lr (now {train_cfg['lr']}) or check the data (last batch: rows "
+                        f"{[ds.rows[i] for i in ids][:8]} of {train_manifest})")
             sched.step()
-            step += 1
-        epochs_done += 1
+            state["step"] += 1
+            state["batch"] += 1
+            progress.update(1)
+            if master and state["step"] % log_every == 0:
+                now = time.perf_counter()
+                state["step_log"].append({"step": state["step"], "loss": state["losses"][-1] if state["losses"] else
+                                          math.nan, "lr": sched.get_last_lr()[0],
+                                          "audio_s_per_s": world * state["window_audio"] / max(now - window_t, 1e-9)})
+                progress.set_postfix(loss=f"{state['step_log'][-1]['loss']:.3f}")
+                state["window_audio"], window_t = 0.0, now
+            if state["batch"] < len(order) and state["step"] % train_cfg["checkpoint_every_steps"] == 0:
+                state["seconds"] = time.perf_counter() - t0
+                save_last()
+        check_epoch_coverage(state["seen"], len(ds), world, epoch, log if master else None)
         elapsed = time.perf_counter() - t0
         if master:
             dev = evaluate_greedy(model, dev_loader, tokenizer, device)
-            row = {"epoch": epoch + 1, "step": step, "train_loss": round(float(np.mean(losses)) if losses else math.nan, 5),
+            losses = state["losses"]
+            row = {"epoch": epoch + 1, "step": state["step"],
+                   "train_loss": round(float(np.mean(losses)) if losses else math.nan, 5),
                    "dev_cer": round(dev["cer"], 4), "dev_wer": round(dev["wer"], 4),
                    "lr": round(sched.get_last_lr()[0], 8), "elapsed_s": round(elapsed, 1)}
-            curve.append(row)
+            state["curve"].append(row)
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": tokens,
                     "stats": {"mean": mean.tolist(), "std": std.tolist()}, "features": feat_cfg.__dict__,
                     "train": train_cfg, "epoch": epoch + 1, "dev_cer": dev["cer"], "dev_wer": dev["wer"]}
             atomic_save(ckpt, checkpoint_dir / f"epoch-{epoch + 1:03d}.pt")
-            if dev["cer"] < best[0]:
-                best = (dev["cer"], dev["wer"], epoch + 1)
-                atomic_save(ckpt, out_dir / "model.pt")
+            if dev["cer"] < state["best"][0]:
+                state["best"], state["since_best"] = [dev["cer"], dev["wer"], epoch + 1], 0
+            else:
+                state["since_best"] += 1
+            _prune_epoch_checkpoints(checkpoint_dir, train_cfg["keep_checkpoints"], state["best"][2])
+        if world > 1:  # every rank learns the early-stopping decision rank 0 made
+            flag = torch.tensor([state["since_best"] if master else 0], device=device)
+            dist.broadcast(flag, 0)
+            state["since_best"] = int(flag.item())
+        state.update(epoch=epoch + 1, batch=0, losses=[], seen=[], seconds=time.perf_counter() - t0)
+        save_last()
+        patience = train_cfg["patience"]
+        if patience and state["since_best"] >= patience and state["epoch"] < epochs:
+            stopped_early = True
+            if master:
+                log(f"early stop after epoch {state['epoch']}: dev CER has not improved for {patience} epochs "
+                    f"(best {state['best'][0]:.2f}% at epoch {state['best'][2]}; train.patience={patience})")
+            break
         if budget and time.perf_counter() - t0 > budget:
             if master:
-                log(f"stopping after epoch {epoch + 1}: train.max_minutes={train_cfg['max_minutes']} reached")
+                log(f"stopping after epoch {state['epoch']}: train.max_minutes={train_cfg['max_minutes']} reached")
             break
+    progress.close()
     train_seconds = time.perf_counter() - t0
+    if world > 1:
+        check_ranks_agree(model, log if master else None)
+    curve, best, step = state["curve"], state["best"], state["step"]
+    epochs_done = state["epoch"]
     if master:
+        # the best epoch's checkpoint is the model (written at the end: the orchestrators clear
+        # out_dir before re-running a killed stage, while checkpoint_dir survives)
+        best_file = checkpoint_dir / f"epoch-{best[2]:03d}.pt"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / ".model.pt.tmp"
+        shutil.copyfile(best_file, tmp)
+        os.replace(tmp, out_dir / "model.pt")
         curve_path.parent.mkdir(parents=True, exist_ok=True)
         with open(curve_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(curve[0]))
@@ -301,6 +535,8 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
         dist.destroy_process_group()
     audio_seconds = float(sum(durations)) * epochs_done
     return TrainResult(params=n_params, epochs=epochs_done, steps=step, best_epoch=best[2],
+                       nonfinite_steps=state["nonfinite"], resumed_from_step=resumed_from, stopped_early=stopped_early,
+                       step_log=state["step_log"],
                        best_dev_cer=round(best[0], 4), best_dev_wer=round(best[1], 4),
                        train_seconds=round(train_seconds, 1),
                        audio_hours=round(audio_seconds / 3600, 4),
