@@ -248,11 +248,16 @@ def check_ranks_agree(model: nn.Module, log=None) -> None:
         log(f"parameters identical across {len(digests)} ranks (sha256 {digests[0][:16]})")
 
 
+def epoch_checkpoint(checkpoint_dir: Path, epoch: int) -> Path:
+    """The per-epoch checkpoint of ``epoch`` (1-based)."""
+    return checkpoint_dir / f"epoch-{epoch:03d}.pt"
+
+
 def _prune_epoch_checkpoints(checkpoint_dir: Path, keep: int, best_epoch: int) -> None:
     """Keep the last ``keep`` per-epoch checkpoints and the best one."""
     files = sorted(checkpoint_dir.glob("epoch-*.pt"))
     for f in files[:-keep]:
-        if f.name != f"epoch-{best_epoch:03d}.pt":
+        if f != epoch_checkpoint(checkpoint_dir, best_epoch):
             f.unlink()
 
 
@@ -469,7 +474,7 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
                 state["step_log"].append({"step": state["step"], "loss": state["losses"][-1] if state["losses"] else
                                           math.nan, "lr": sched.get_last_lr()[0],
                                           "audio_s_per_s": world * state["window_audio"] / max(now - window_t, 1e-9)})
-                progress.set_postfix(loss=f"{state['step_log'][-1]['loss']:.3f}")
+                progress.set_postfix(loss=f"{state['step_log'][-1]['loss']:.3f}", refresh=False)  # drawn at the bar's pace
                 state["window_audio"], window_t = 0.0, now
             if state["batch"] < len(order) and state["step"] % train_cfg["checkpoint_every_steps"] == 0:
                 state["seconds"] = time.perf_counter() - t0
@@ -488,7 +493,7 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
             ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": tokens,
                     "stats": {"mean": mean.tolist(), "std": std.tolist()}, "features": feat_cfg.__dict__,
                     "train": train_cfg, "epoch": epoch + 1, "dev_cer": dev["cer"], "dev_wer": dev["wer"]}
-            atomic_save(ckpt, checkpoint_dir / f"epoch-{epoch + 1:03d}.pt")
+            atomic_save(ckpt, epoch_checkpoint(checkpoint_dir, epoch + 1))
             if dev["cer"] < state["best"][0]:
                 state["best"], state["since_best"] = [dev["cer"], dev["wer"], epoch + 1], 0
             else:
@@ -520,10 +525,9 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
     if master:
         # the best epoch's checkpoint is the model (written at the end: the orchestrators clear
         # out_dir before re-running a killed stage, while checkpoint_dir survives)
-        best_file = checkpoint_dir / f"epoch-{best[2]:03d}.pt"
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / ".model.pt.tmp"
-        shutil.copyfile(best_file, tmp)
+        shutil.copyfile(epoch_checkpoint(checkpoint_dir, best[2]), tmp)
         os.replace(tmp, out_dir / "model.pt")
         curve_path.parent.mkdir(parents=True, exist_ok=True)
         with open(curve_path, "w", newline="") as f:
