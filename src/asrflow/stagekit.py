@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from asrflow.config import ParamsError, load_params
 from asrflow.pipeline import lookup, stage
-from asrflow.tracking import StageRun
+from asrflow.tracking import StageRun, TrackingUnavailable, check_store
 
 
 @dataclass
@@ -69,10 +69,16 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     except ParamsError as e:
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2
+    master = int(os.environ.get("RANK", "0")) == 0
+    try:  # before any work: a stage must not compute for an hour and then fail to record it
+        if master:
+            check_store(params["mlflow"])
+    except TrackingUnavailable as e:
+        print(f"[{name}] error: {e}", file=sys.stderr)
+        return 2
     tracker = StageRun(name, args.dataset, params["mlflow"])
     tracker.log_params({k: lookup(params, k) for k in stage(name).params})
     tracker.log_params({"dataset": args.dataset})
-    master = int(os.environ.get("RANK", "0")) == 0
     ctx = Context(name, args, params, args.dataset, tracker, master)
     t0 = time.perf_counter()
     try:

@@ -70,6 +70,38 @@ def tracking_uri(cfg: dict[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg["tracking_uri"]
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached or written."""
+
+
+def check_store(cfg: dict[str, Any], timeout_s: float = 10.0) -> str:
+    """Fail fast, before a stage computes anything, when its tracking store is unusable:
+    a server that does not answer ``/health``, or a SQLite file whose directory cannot be
+    created. Returns the URI; raises :class:`TrackingUnavailable` naming it."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri(cfg)
+    hint = "set MLFLOW_TRACKING_URI or mlflow.tracking_uri in params.yaml to a reachable store"
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+                if r.status != 200:
+                    raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with {r.status}; {hint}")
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); {hint}") from e
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingUnavailable(f"MLflow store {uri}: cannot create {db.parent} ({e}); {hint}") from e
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingUnavailable(f"MLflow store {uri} is not writable; {hint}")
+    return uri
+
+
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
