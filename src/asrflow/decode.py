@@ -143,6 +143,14 @@ def cache_key(model_path: str | Path, manifest_path: str | Path, extra: dict[str
     return h.hexdigest()[:24]
 
 
+def utterance_logprobs(model: torch.nn.Module, fe, mean: torch.Tensor, std: torch.Tensor,
+                       wav: np.ndarray) -> np.ndarray:
+    """(frames, vocab) float32 CTC log-probs of one decoded waveform (call under inference mode)."""
+    feats = utterance_features(wav, fe, mean, std)
+    lp, lens = model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
+    return lp[0, : int(lens[0])].numpy().astype(np.float32)
+
+
 class AcousticOutputs(NamedTuple):
     """What :func:`compute_logprobs` returns."""
 
@@ -176,13 +184,9 @@ def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_di
         torch.set_num_threads(threads)
     model, ckpt, fe, mean, std = load_checkpoint(model_path)
     t0 = time.perf_counter()
-    out = []
     with torch.inference_mode():
         audio = ManifestAudio(manifest_path, fe.cfg.sample_rate)
-        for i in range(len(rows)):
-            feats = utterance_features(audio[i], fe, mean, std)
-            lp, lens = model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
-            out.append(lp[0, : int(lens[0])].numpy().astype(np.float32))
+        out = [utterance_logprobs(model, fe, mean, std, audio[i]) for i in range(len(rows))]
     seconds = time.perf_counter() - t0
     if key is not None:
         cache_dir = Path(cache_dir)

@@ -212,12 +212,10 @@ class AsrflowModel(mlflow.pyfunc.PythonModel):
         """(frames, vocab) float32 CTC log-probs of one waveform, as ``compute_logprobs`` makes them."""
         import torch
 
-        from asrflow.train import utterance_features
+        from asrflow.decode import utterance_logprobs
 
         with torch.inference_mode():
-            feats = utterance_features(wav, self.fe, self.mean, self.std)
-            lp, lens = self.model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
-        return lp[0, : int(lens[0])].numpy().astype(np.float32)
+            return utterance_logprobs(self.model, self.fe, self.mean, self.std, wav)
 
     def transcribe(self, paths: Iterable[str | Path]) -> list[Result]:
         """Transcripts of ``paths`` in order; a file that cannot be used gets an error
