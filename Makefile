@@ -16,6 +16,9 @@ APT_PKGS   := sox libsox-fmt-all espeak-ng build-essential cmake zlib1g-dev libb
 # Tools the pipeline calls are found on PATH: the venv's (snakemake, dvc, torchrun) and KenLM's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(KENLM_DIR)/bin:$(PATH)
 JOBS       ?= $(shell nproc)
+# The MLflow UI listens on this machine only; MLFLOW_HOST=0.0.0.0 exposes it to the network.
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
 DATASET    ?= synth
 
 .PHONY: install system-deps run test bench report mlflow-ui clean distclean
@@ -79,7 +82,7 @@ report: install
 	$(VENV)/bin/snakemake --report reports/$(DATASET)_report.html
 
 mlflow-ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf data models results metrics plots logs benchmarks cache mlruns reports/*_wer.md reports/*_report.html reports/*.png .snakemake test-artifacts

@@ -11,14 +11,16 @@
 import os
 import uuid
 
-from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 from asrflow import pipeline as P
-from asrflow.config import validate_params
+from asrflow.config import ParamsError, validate_params
 
 configfile: "params.yaml"
-validate(config, "src/asrflow/params.schema.yaml")
-validate_params(config)  # the checks a schema cannot express (ordered ranges, ...)
+try:  # the schema (src/asrflow/params.schema.yaml) and what it cannot express, before any job runs
+    validate_params(config)
+except ParamsError as e:  # one line naming the key and what is allowed
+    raise WorkflowError(str(e)) from None
 
 # "As many cores as the run was given": Snakemake caps a rule's threads at --cores. (Not
 # workflow.cores, which is unset under --report, --dag and friends.)
@@ -61,7 +63,7 @@ rule download:
     benchmark: "benchmarks/{dataset}/download.tsv"
     threads: ALL_CORES  # synth: espeak-ng processes on every core
     resources: net=1  # at most one download at a time per host
-    shell: P.smk_shell("download", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("download") + " 2>&1 | tee {log}"
 
 
 rule manifest:
@@ -72,7 +74,7 @@ rule manifest:
     log: "logs/{dataset}/manifest.log"
     benchmark: "benchmarks/{dataset}/manifest.tsv"
     threads: ALL_CORES  # extraction, then header probes on every core
-    shell: P.smk_shell("manifest", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("manifest") + " 2>&1 | tee {log}"
 
 
 rule stats:
@@ -81,7 +83,7 @@ rule stats:
     params: values=P.smk_params("stats", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/stats.log"
-    shell: P.smk_shell("stats", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("stats") + " 2>&1 | tee {log}"
 
 
 rule vocab:
@@ -90,7 +92,7 @@ rule vocab:
     params: values=P.smk_params("vocab", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/vocab.log"
-    shell: P.smk_shell("vocab", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("vocab") + " 2>&1 | tee {log}"
 
 
 rule lm:
@@ -100,7 +102,7 @@ rule lm:
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/lm.log"
     benchmark: "benchmarks/{dataset}/lm.tsv"
-    shell: P.smk_shell("lm", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("lm") + " 2>&1 | tee {log}"
 
 
 rule train:
@@ -112,7 +114,7 @@ rule train:
     benchmark: "benchmarks/{dataset}/train.tsv"
     threads: ALL_CORES  # torch uses every core on CPU
     resources: gpu=config["train"]["nproc_per_node"] if config["train"]["device"] != "cpu" else 0
-    shell: P.smk_shell("train", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("train") + " 2>&1 | tee {log}"
 
 
 rule tune:
@@ -123,7 +125,7 @@ rule tune:
     log: "logs/{dataset}/tune.log"
     benchmark: "benchmarks/{dataset}/tune.tsv"
     threads: ALL_CORES  # one decoder process per core
-    shell: P.smk_shell("tune", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("tune") + " 2>&1 | tee {log}"
 
 
 rule evaluate:
@@ -133,7 +135,7 @@ rule evaluate:
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/evaluate.log"
     benchmark: "benchmarks/{dataset}/evaluate.tsv"
-    shell: P.smk_shell("evaluate", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("evaluate") + " 2>&1 | tee {log}"
 
 
 rule register:
@@ -142,7 +144,7 @@ rule register:
     params: values=P.smk_params("register", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/register.log"
-    shell: P.smk_shell("register", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("register") + " 2>&1 | tee {log}"
 
 
 rule report:
@@ -151,7 +153,7 @@ rule report:
     params: values=P.smk_params("report", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/report.log"
-    shell: P.smk_shell("report", config) + " 2>&1 | tee {log}"
+    shell: P.smk_shell("report") + " 2>&1 | tee {log}"
 
 
 onsuccess:

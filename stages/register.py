@@ -29,8 +29,8 @@ def run(ctx: Context) -> dict:
     size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
     name = f"asrflow-{ctx.dataset}"
     ctx.tracker.register_model(pkg, name)  # logged and registered with the run; the version joins the metrics
-    ctx.log(f"packaged {pkg} ({size / 1e6:.1f} MB); registering it as {name}")
-    return {"package": str(a.out), "package_mb": round(size / 1e6, 2), "model_name": name, **settings.to_dict()}
+    ctx.log(f"packaged {ctx.final(pkg)} ({size / 1e6:.1f} MB); registering it as {name}")
+    return {"package": ctx.final(a.out), "package_mb": round(size / 1e6, 2), "model_name": name, **settings.to_dict()}
 
 
 if __name__ == "__main__":

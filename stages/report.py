@@ -11,7 +11,7 @@ from asrflow.pipeline import REPORT_FILES
 from asrflow.report import load_json, read_csv, write_report
 from asrflow.scoring import top_errors
 from asrflow.stagekit import Context, main
-from asrflow.tracking import flatten, previous_runs
+from asrflow.tracking import flatten, previous_runs, safe_params
 
 STAGES = ("manifest", "lm", "train", "tune", "evaluate", "register")
 
@@ -41,7 +41,7 @@ def run(ctx: Context) -> dict:
         recogs = pd.read_csv(Path(a.results) / f"{split}_recogs.tsv", sep="\t", keep_default_na=False, dtype=str)
         utts = list(zip(recogs["utt_id"], recogs["reference"], recogs["beam"]))
         errors[split] = top_errors(utts, ctx.params["evaluate"]["top_errors"])
-    params = flatten(ctx.params)
+    params = safe_params(flatten(ctx.params))  # as MLflow records them: no passwords in the report
     previous = previous_runs(ctx.params["mlflow"], ctx.dataset, "report")
     headline = write_report(ctx.dataset, metrics, read_csv(pdir / "learning_curve.csv"),
                             read_csv(pdir / "tune_grid.csv"), a.out,

@@ -167,6 +167,8 @@ def test_other_rates_and_channels_are_converted_by_sox(assets, tmp_path):
     converted = [convert_audio(s, 16000, tmp_path / f"{s.stem}.wav") for s in sources]
     assert {(sf.info(str(c)).samplerate, sf.info(str(c)).channels) for c in converted} == {(16000, 1)}
     assert abs(sf.info(str(converted[0])).duration - 1.2) < 0.01
+    again = [convert_audio(s, 16000, tmp_path / f"{s.stem}-again.wav") for s in sources]
+    assert [a.read_bytes() for a in again] == [c.read_bytes() for c in converted]  # no random dither
     results = model.transcribe(sources)
     assert [r.error for r in results] == [None] * 3
     assert [r.text for r in results] == reference_transcripts(assets["model"], assets["lm"], SETTINGS, converted,

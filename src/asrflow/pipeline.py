@@ -3,9 +3,14 @@
 Each :class:`Stage` names its command, dependencies, outputs, params keys, metrics and
 plots with two kinds of placeholder:
 
-- ``{dataset}``: a Snakemake wildcard; in dvc.yaml ``${dataset}`` from params.yaml;
-- ``${key.path}``: a params.yaml value; DVC templating in dvc.yaml, substituted from the
-  loaded config in the Snakefile.
+- ``{dataset}``: a Snakemake wildcard in paths (``${dataset}`` from params.yaml in dvc.yaml);
+- ``{key.path}``: a params.yaml value.
+
+Neither orchestrator pastes values into a shell line: both run
+``python -m asrflow.launch [--dataset NAME] '<command template>'``, which fills the
+placeholders in word by word and execs the command (:mod:`asrflow.launch`), so a params
+value holding shell metacharacters stays data. The template is part of the command line,
+so DVC still sees a stage as changed when its command changes.
 
 dvc.yaml is generated (``python -m asrflow.pipeline > dvc.yaml``); tests check it is
 current and that Snakemake's view of every rule matches it.
@@ -14,7 +19,7 @@ current and that Snakemake's view of every rule matches it.
 from __future__ import annotations
 
 import json
-import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -23,8 +28,8 @@ from typing import Any, Callable
 
 import yaml
 
-PARAM_REF = re.compile(r"\$\{([a-z_][a-z0-9_.]*)\}")
 PY = "python"
+LAUNCH = "python -m asrflow.launch"
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,8 @@ STAGES: list[Stage] = [
                         f"--plots {PLOTS}/learning_curve.csv",
                # one node: rendezvous on a free local port; several: the same command on every
                # node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
-               launcher="torchrun --nnodes=${train.nnodes} --nproc-per-node=${train.nproc_per_node} "
-                        "--rdzv-backend=c10d --rdzv-endpoint=${train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
+               launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "
+                        "--rdzv-backend=c10d --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"],
           code=[f"{LIB}/train.py", f"{LIB}/model.py"]),
@@ -150,6 +155,11 @@ def lookup(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def launch_cmd(name: str) -> str:
+    """The stage's command as DVC runs it (dataset from params.yaml): see :mod:`asrflow.launch`."""
+    return f"{LAUNCH} {shlex.quote(stage(name).cmd)}"
+
+
 # ------------------------------------------------------------------------------- DVC
 
 def _dvc(path: str) -> str:
@@ -160,7 +170,7 @@ def dvc_yaml() -> dict[str, Any]:
     """The dvc.yaml mapping for every stage (dataset from params.yaml via templating)."""
     stages = {}
     for s in STAGES:
-        entry: dict[str, Any] = {"cmd": s.cmd.replace("{dataset}", "${dataset}"),
+        entry: dict[str, Any] = {"cmd": launch_cmd(s.name),
                                  "deps": [_dvc(d) for d in s.all_deps]}
         if s.params:
             entry["params"] = list(s.params)
@@ -204,10 +214,11 @@ def smk_outputs(name: str, directory: Callable[[str], Any], report: Callable[...
     return outs
 
 
-def smk_shell(name: str, config: dict[str, Any]) -> str:
-    """The stage command for Snakemake's shell: params substituted, dataset as a wildcard."""
-    cmd = PARAM_REF.sub(lambda m: str(lookup(config, m.group(1))), stage(name).cmd)
-    return cmd.replace("{dataset}", "{wildcards.dataset}")
+def smk_shell(name: str) -> str:
+    """The stage command for Snakemake's shell: the launcher with the dataset wildcard, shell-quoted
+    (Snakemake formats the line, so the template's braces are doubled)."""
+    template = shlex.quote(stage(name).cmd).replace("{", "{{").replace("}", "}}")
+    return f"{LAUNCH} --dataset {{wildcards.dataset:q}} {template}"
 
 
 def smk_params(name: str, config: dict[str, Any]) -> str:

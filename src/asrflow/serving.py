@@ -124,7 +124,9 @@ def convert_audio(path: str | Path, sample_rate: int, out_path: str | Path) -> P
                          "(apt-get install sox)")
     out_path = Path(out_path)
     # absolute input path: a name starting with '-' is never taken for an option
-    cmd = [sox, "-V1", str(Path(path).absolute()), "-r", str(sample_rate), "-c", "1", "-b", "16",
+    # -D: no dither (sox dithers with fresh noise on every run by default): the same file always
+    # gives the same samples, so the same transcript
+    cmd = [sox, "-V1", "-D", str(Path(path).absolute()), "-r", str(sample_rate), "-c", "1", "-b", "16",
            "-e", "signed-integer", str(out_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     if proc.returncode != 0 or not out_path.exists():
@@ -310,14 +312,16 @@ def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path,
     and renamed into place, so ``out_dir`` never holds a half-written model. No network
     access: requirements are pinned from the installed versions, not inferred.
     """
-    import torch
-
     out_dir, model_pt, lm_dir = Path(out_dir).absolute(), Path(model_pt).absolute(), Path(lm_dir).absolute()
     if not model_pt.is_file():
         raise FileNotFoundError(f"checkpoint {model_pt} does not exist")
+    from asrflow.train import UnsafeCheckpoint, load_safely
+
     try:  # fails early on a file that is not a checkpoint
-        ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
+        ckpt = load_safely(model_pt)
         vocab_size, sample_rate = len(ckpt["vocab"]), int(ckpt["features"]["sample_rate"])
+    except UnsafeCheckpoint:
+        raise
     except Exception as e:
         raise ValueError(f"{model_pt} is not an asrflow checkpoint: {e}") from e
     del ckpt

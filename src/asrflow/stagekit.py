@@ -3,6 +3,12 @@
 A stage script defines ``add_args(parser)`` and ``run(ctx) -> metrics`` and calls
 :func:`main`. Params are validated before ``run`` is called; the metrics returned are
 written to ``--metrics`` (DVC metrics) and logged to MLflow with the stage's params slice.
+
+Outputs appear complete or not at all: a directory output is built in a hidden sibling
+(``.<name>.partial-<pid>``) and renamed into place only after the run succeeded and was
+recorded; files the run wrote are removed if it fails; the metrics JSON, written last and
+atomically, marks a finished stage. A run killed outright leaves only the hidden sibling,
+which the next run of the stage removes.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -20,7 +27,7 @@ from typing import Any, Callable
 
 from asrflow.config import ParamsError, load_params
 from asrflow.pipeline import lookup, stage
-from asrflow.tracking import StageRun, TrackingUnavailable, check_store
+from asrflow.tracking import StageRun, TrackingUnavailable, check_store, redact
 
 
 @dataclass
@@ -32,26 +39,103 @@ class Context:
     tracker: StageRun
     master: bool = True  # False on torchrun ranks other than 0: they neither track nor write metrics
 
+    outputs: "Outputs | None" = None
+
     def log(self, msg: str) -> None:
         print(f"[{self.name}] {msg}", file=sys.stderr, flush=True)
+
+    def final(self, path: str | Path) -> str:
+        """The path an output will have once published (``path`` may be its partial sibling)."""
+        return self.outputs.final(path) if self.outputs else str(path)
+
+
+class Outputs:
+    """A stage's declared outputs, found in its arguments (the options whose values in the
+    pipeline's command are the stage's outs), built so that nothing partial looks complete."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        s = stage(name)
+        outs = {o.rstrip("/"): o.endswith("/") for o in s.all_outs if o not in s.metrics}
+        words = s.cmd.split()
+        self.args = args
+        self.options = [(w[2:].replace("-", "_"), outs[v]) for w, v in zip(words, words[1:])
+                        if w.startswith("--") and v in outs]
+        self.partial: dict[str, Path] = {}   # partial dir -> final dir
+        self.started = time.time()
+
+    def stage_directories(self) -> None:
+        """Point each directory option at a fresh partial sibling (removing ones left by killed runs)."""
+        for opt, is_dir in self.options:
+            if not is_dir or getattr(self.args, opt, None) is None:
+                continue
+            final = Path(getattr(self.args, opt))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            for stale in final.parent.glob(f".{final.name}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            partial = final.parent / f".{final.name}.partial-{os.getpid()}"
+            self.partial[str(partial)] = final
+            setattr(self.args, opt, str(partial))
+
+    def final(self, path: str | Path) -> str:
+        given = os.path.abspath(path)
+        for partial, final in self.partial.items():
+            p = os.path.abspath(partial)
+            if given == p or given.startswith(p + os.sep):
+                base = os.path.abspath(final) if os.path.isabs(path) else str(final)
+                return base + given[len(p):]
+        return str(path)
+
+    def publish(self) -> None:
+        """Rename each partial directory into place (replacing the previous version)."""
+        for partial, final in self.partial.items():
+            Path(partial).mkdir(parents=True, exist_ok=True)  # a stage with nothing to write
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            elif final.exists() or final.is_symlink():
+                final.unlink()
+            os.replace(partial, final)
+        self.partial.clear()
+
+    def discard(self) -> list[str]:
+        """After a failure: remove the partial directories and the files this run wrote.
+        Outputs of earlier, successful runs are left as they were. Returns what was removed."""
+        removed = []
+        for partial in self.partial:
+            if Path(partial).exists():
+                shutil.rmtree(partial, ignore_errors=True)
+                removed.append(partial)
+        for opt, is_dir in self.options:
+            f = Path(getattr(self.args, opt, None) or "")
+            if not is_dir and f.is_file() and f.stat().st_mtime >= self.started - 1:
+                f.unlink()
+                removed.append(str(f))
+        return removed
 
 
 def write_json(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Rows (same keys, in order) as CSV with a header, e.g. for DVC plots."""
+    """Rows (same keys, in order) as CSV with a header, e.g. for DVC plots; written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
@@ -73,31 +157,43 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     try:  # before any work: a stage must not compute for an hour and then fail to record it
         if master:
             check_store(params["mlflow"])
-    except TrackingUnavailable as e:
+    except TrackingUnavailable as e:  # the message names the store with its password redacted
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2
     tracker = StageRun(name, args.dataset, params["mlflow"])
     tracker.log_params({k: lookup(params, k) for k in stage(name).params})
     tracker.log_params({"dataset": args.dataset})
-    ctx = Context(name, args, params, args.dataset, tracker, master)
+    # only rank 0 writes outputs (torchrun's other ranks keep the final paths and write nothing)
+    outputs = Outputs(name, args) if master else None
+    ctx = Context(name, args, params, args.dataset, tracker, master, outputs)
     t0 = time.perf_counter()
     try:
+        if outputs:
+            outputs.stage_directories()
         metrics = run(ctx) or {}
-    except Exception as e:  # one clear line, the traceback in the log, a FAILED run in MLflow
-        traceback.print_exc()
-        print(f"[{name}] error: {e}", file=sys.stderr)
+        metrics.setdefault("stage_seconds", round(time.perf_counter() - t0, 2))
+        if not master:
+            return 0
+        tracker.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        run_id = tracker.flush()
+        outputs.publish()
+    except BaseException as e:  # one clear line, the traceback in the log, a FAILED run in MLflow
+        if isinstance(e, KeyboardInterrupt):
+            print(f"[{name}] interrupted", file=sys.stderr)
+        else:  # redacted: an error may quote a URL with a password in it
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+            print(f"[{name}] error: {redact(str(e))}", file=sys.stderr)
         if not master:
             return 1
-        try:
-            tracker.flush("FAILED")
-        except Exception as te:  # never let tracking hide the real error
-            print(f"[{name}] could not record the failed run in MLflow: {te}", file=sys.stderr)
-        return 1
-    metrics.setdefault("stage_seconds", round(time.perf_counter() - t0, 2))
-    if not master:
-        return 0
-    tracker.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-    run_id = tracker.flush()
+        removed = outputs.discard()
+        if removed:
+            print(f"[{name}] removed this run's incomplete outputs: {', '.join(removed)}", file=sys.stderr)
+        if tracker.run_id is None:
+            try:
+                tracker.flush("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            except Exception as te:  # never let tracking hide the real error
+                print(f"[{name}] could not record the failed run in MLflow: {te}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
     if getattr(args, "metrics", None):  # after the run is recorded, so the metrics name it (lineage)
         write_json(args.metrics, {**metrics, **tracker.outputs, "mlflow_run_id": run_id})
     ctx.log(f"done in {metrics['stage_seconds']} s; MLflow run {run_id}")

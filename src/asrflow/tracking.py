@@ -8,8 +8,10 @@ are serialised through an advisory file lock beside the database, so none fails 
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
+import re
 import socket
 import time
 import uuid
@@ -21,6 +23,22 @@ from asrflow.lineage import commit_label, git_state
 
 INVOCATION_ENV = "ASRFLOW_INVOCATION"
 ORCHESTRATORS = ("snakemake", "dvc")
+
+
+# user:password in a URL's authority (http://alice:s3cret@host, postgresql://u:p@db/...)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<user>[^:/?#@\s]*):(?P<secret>[^@/?#\s]+)@", re.I)
+# params whose values are secrets whatever they look like
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|access[_-]?key|credential)", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` with the passwords of any URLs in it replaced by ``***`` (for logs, MLflow, reports)."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def safe_params(params: dict[str, str]) -> dict[str, str]:
+    """Flattened params as they may be recorded: secret-named keys masked, URL passwords redacted."""
+    return {k: "***" if SECRET_KEY.search(k.rsplit(".", 1)[-1]) else redact(v) for k, v in params.items()}
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -82,23 +100,30 @@ def check_store(cfg: dict[str, Any], timeout_s: float = 10.0) -> str:
     import urllib.request
 
     uri = tracking_uri(cfg)
+    shown = redact(uri)  # messages name the store, never its password
     hint = "set MLFLOW_TRACKING_URI or mlflow.tracking_uri in params.yaml to a reachable store"
     if uri.startswith(("http://", "https://")):
+        creds = _URL_CREDENTIALS.search(uri)
+        url = (uri[:creds.start("user")] + uri[creds.end():]) if creds else uri
+        req = urllib.request.Request(url.rstrip("/") + "/health")
+        if creds:  # as MLflow's client sends them: HTTP basic auth
+            token = base64.b64encode(f"{creds['user']}:{creds['secret']}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+            with urllib.request.urlopen(req, timeout=timeout_s) as r:
                 if r.status != 200:
-                    raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with {r.status}; {hint}")
+                    raise TrackingUnavailable(f"MLflow tracking server {shown} answered /health with {r.status}; {hint}")
         except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); {hint}") from e
+            reason = redact(str(getattr(e, "reason", e)))
+            raise TrackingUnavailable(f"MLflow tracking server {shown} is unreachable ({reason}); {hint}") from e
     elif uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise TrackingUnavailable(f"MLflow store {uri}: cannot create {db.parent} ({e}); {hint}") from e
+            raise TrackingUnavailable(f"MLflow store {shown}: cannot create {db.parent} ({e}); {hint}") from e
         if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-            raise TrackingUnavailable(f"MLflow store {uri} is not writable; {hint}")
+            raise TrackingUnavailable(f"MLflow store {shown} is not writable; {hint}")
     return uri
 
 
@@ -135,7 +160,7 @@ class StageRun:
         self.outputs: dict[str, Any] = {}  # what flush learnt: registered model version and URI
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self.params.update(flatten(params))
+        self.params.update(safe_params(flatten(params)))
 
     def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None:
         for k, v in metrics.items():

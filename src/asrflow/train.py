@@ -7,10 +7,12 @@ logs, evaluates and writes checkpoints. On CPU the gloo backend is used, NCCL on
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -161,7 +163,11 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, fsync, rename."""
+    """torch.save to a temporary file in the same directory, fsync, rename.
+
+    Whatever happens, ``path`` holds either the previous file or the new one. A full disk
+    is reported as such (torch's own error for it is an unreadable 'unexpected pos').
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -170,9 +176,23 @@ def atomic_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _out_of_space(e):
+            free = shutil.disk_usage(path.parent).free
+            kept = f"the previous {path} is unchanged" if path.exists() else "nothing was written"
+            raise OSError(errno.ENOSPC, f"no space left on the device holding {path.parent} while writing {path.name} "
+                                        f"({free / 1e6:.1f} MB free); {kept}: free space there or point the "
+                                        "checkpoint directory at a bigger disk") from e
         raise
+
+
+def _out_of_space(e: BaseException | None) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # train params that change how a run is checkpointed, stopped or launched but not the weights it reaches
@@ -261,12 +281,32 @@ def _prune_epoch_checkpoints(checkpoint_dir: Path, keep: int, best_epoch: int) -
             f.unlink()
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file that carries Python objects other than tensors and plain values."""
+
+
+def load_safely(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: asrflow's checkpoints hold only tensors and
+    plain values, so a file whose pickle would import or call anything else is refused
+    (and nothing in it runs); a truncated or foreign file gets an error naming it."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        detail = next((l for l in first if "Unsupported" in l or "GLOBAL" in l), first[0] if first else "")
+        raise UnsafeCheckpoint(f"{path}: refused to load: it carries pickled Python objects that are not tensors or "
+                               f"plain values ({detail.strip()}); asrflow never writes such files, so it was made "
+                               "elsewhere or tampered with. Nothing in it was run.") from None
+    except (RuntimeError, EOFError, KeyError) as e:
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not written by torch.save?): {e}") from e
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """Model (eval mode), the checkpoint dict, feature extractor and stats.
 
     Loaded with ``weights_only=True``: a checkpoint carrying a pickled object is refused.
     """
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = load_safely(path, device)
     model = DeepSpeech2(ModelConfig(**{**ckpt["model_config"],
                                        "conv_kernel": tuple(ckpt["model_config"]["conv_kernel"]),
                                        "conv_strides": [tuple(s) for s in ckpt["model_config"]["conv_strides"]]}))
@@ -280,7 +320,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
 
 def checkpoint_vocab(path: str | Path) -> list[str]:
     """The vocabulary stored in a checkpoint (loaded with ``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)["vocab"]
+    return load_safely(path)["vocab"]
 
 
 def evaluate_greedy(model: nn.Module, loader, tokenizer: Tokenizer, device: torch.device) -> dict[str, float]:
@@ -381,7 +421,7 @@ def train(train_manifest: str | Path, dev_manifest: str | Path, stats_path: str 
         for leftover in checkpoint_dir.glob(".*.tmp"):  # a checkpoint write killed half-way
             leftover.unlink()
     if last_path.exists() and train_cfg["resume"]:
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        ckpt = load_safely(last_path)
         if ckpt.get("fingerprint") == fingerprint and ckpt.get("world") == world:
             model.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])

@@ -16,7 +16,9 @@ from asrflow.archives import DownloadError, extract_archives
 from asrflow.librispeech import LM_CORPUS, SUBSETS, download_librispeech
 
 
-def make_archive(members: dict[str, bytes], symlink: str | None = None) -> bytes:
+def make_archive(members: dict[str, bytes], symlink: str | None = None, special: bytes | None = None) -> bytes:
+    """A .tar.gz of ``members``, plus a symlink to /etc/passwd named ``symlink`` and/or a member
+    of tar type ``special`` (a device, a FIFO, a hard link) named LibriSpeech/special."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, data in members.items():
@@ -27,6 +29,11 @@ def make_archive(members: dict[str, bytes], symlink: str | None = None) -> bytes
             info = tarfile.TarInfo(symlink)
             info.type = tarfile.SYMTYPE
             info.linkname = "/etc/passwd"
+            tar.addfile(info)
+        if special:
+            info = tarfile.TarInfo("LibriSpeech/special")
+            info.type, info.devmajor, info.devminor = special, 1, 3  # /dev/null's numbers for a device
+            info.linkname = "LibriSpeech/ok.txt" if special == tarfile.LNKTYPE else ""
             tar.addfile(info)
     return buf.getvalue()
 
@@ -201,7 +208,11 @@ def test_tampered_archive_after_download_is_caught(serve, tmp_path):
     make_archive({"LibriSpeech/ok.txt": b"x", "../escape.txt": b"evil"}),
     make_archive({"/tmp/asrflow-abs-escape.txt": b"evil"}),
     make_archive({"LibriSpeech/ok.txt": b"x"}, symlink="LibriSpeech/link"),
-])
+    make_archive({"LibriSpeech/ok.txt": b"x"}, special=tarfile.CHRTYPE),
+    make_archive({"LibriSpeech/ok.txt": b"x"}, special=tarfile.BLKTYPE),
+    make_archive({"LibriSpeech/ok.txt": b"x"}, special=tarfile.FIFOTYPE),
+    make_archive({"LibriSpeech/ok.txt": b"x"}, special=tarfile.LNKTYPE),
+], ids=["dotdot", "absolute", "symlink", "char-device", "block-device", "fifo", "hardlink"])
 def test_hostile_members_refused(serve, tmp_path, archive):
     s = serve({"12/dev-clean.tar.gz": archive})
     with pytest.raises(DownloadError, match="refusing"):

@@ -1,0 +1,38 @@
+"""Fault injection for the reliability tests: Python imports this at start-up when this
+directory is on PYTHONPATH (every process of a stage, torchrun's workers included).
+
+``ASRFLOW_FAULT`` (JSON) ``{"event": E, "match": REGEX, "nth": N}`` sends SIGKILL to the
+process itself at the N-th audit event E (``open`` for a file opened for writing,
+``os.rename`` for os.rename/os.replace) whose path matches REGEX: a kill -9 at an exact
+point of the real code, without changing that code.
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+
+_spec = os.environ.get("ASRFLOW_FAULT")
+if _spec:
+    _fault = json.loads(_spec)
+    _pattern, _seen = re.compile(_fault["match"]), [0]
+    _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+
+    def _writes(args) -> bool:
+        mode, flags = args[1], args[2]
+        if isinstance(mode, str):
+            return any(c in mode for c in "wax+")
+        return isinstance(flags, int) and bool(flags & _WRITE)
+
+    def _hook(event, args):
+        if event != _fault["event"] or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        if event == "open" and not _writes(args):
+            return
+        if _pattern.search(os.fsdecode(args[0])):
+            _seen[0] += 1
+            if _seen[0] == _fault["nth"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    sys.addaudithook(_hook)

@@ -1,0 +1,189 @@
+"""Hostile and wrong input: params values holding shell code, wrong params, unsafe YAML,
+credentials in tracking URIs and params, and servers reachable from the network."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from asrflow.config import ParamsError, load_params, validate_params
+from asrflow.tracking import StageRun
+from conftest import REPO, TRAIN_ENV, run, tiny_params
+from mlflow_browser import free_port
+from test_orchestration_faults import clone
+
+INJECTED = "touch pwned"
+
+
+def pwned(repo: Path) -> list[Path]:
+    return list(repo.rglob("pwned"))
+
+
+def edit(repo: Path, change) -> None:
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    change(p)
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+@pytest.mark.parametrize("tool", ["snakemake", "dvc"])
+def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
+    """A valid value full of shell syntax reaches the program as one argument; values that would
+    have been spliced into a command line (the launch's rendezvous endpoint, the dataset name)
+    are refused before anything runs, naming the key. Nothing is ever executed."""
+    repo = clone(data_repo, tmp_path / tool)
+    odd = f"tmp; {INJECTED}; echo $(id) `id`"
+    (repo / odd).mkdir()
+    edit(repo, lambda p: p["lm"].update(tmp_dir=odd))  # lmplz -T <this>/lmplz-
+    lm = {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "lm"]}[tool]
+    run(lm, cwd=repo, env=TRAIN_ENV)
+    assert (repo / "data/synth/lm/lm.bin").stat().st_size > 0 and not pwned(repo)
+    refused = [(lambda p: p["train"].update(rdzv_endpoint=f"localhost:0; {INJECTED}"), "rdzv_endpoint",
+                {"snakemake": ["snakemake", "-j", "1", "models/synth"], "dvc": ["dvc", "repro", "-s", "train"]}[tool]),
+               (lambda p: p.update(dataset=f"synth; {INJECTED}"), "dataset",
+                {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "-s", "download"]}[tool])]
+    for change, key, cmd in refused:
+        (repo / "params.yaml").write_text(yaml.safe_dump(clone_params(), sort_keys=False))
+        edit(repo, change)
+        proc = run(cmd, cwd=repo, check=False, env=TRAIN_ENV)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and key in log and INJECTED in log, log[-3000:]
+        assert not pwned(repo), log[-3000:]
+        assert not (repo / "models/synth").exists()
+
+
+def clone_params() -> dict:
+    p = tiny_params()
+    p["train"].update(epochs=2, checkpoint_every_steps=2)
+    return p
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda p: p["train"].update(epochz=3), ["unknown key", "train", "epochz", "epochs"]),
+    (lambda p: p.update(extra=1), ["unknown key", "extra"]),
+    (lambda p: p["train"].update(epochs="ten"), ["train.epochs", "'ten'", "integer"]),
+    (lambda p: p["tune"].update(alpha=[2.0, 0.5]), ["tune.alpha", "min <= max"]),
+    (lambda p: p["decode"].update(beam_size=-5), ["decode.beam_size", "-5"]),
+    (lambda p: p.update(dataset="timit"), ["dataset", "timit", "synth", "librispeech"]),
+    (lambda p: p["manifest"].update(min_duration=30.0), ["manifest.min_duration", "max_duration"]),
+    (lambda p: p["decode"].update(mode="lexicon_free"), ["decode.mode", "lm.char_order"]),
+    (lambda p: p["decode"].update(mode="words"), ["decode.mode", "lexicon_free"]),
+    (lambda p: p["lm"].update(quantize={"pointer_bits": 22, "prob_bits": 8, "backoff_bits": 8}),
+     ["lm.quantize", "trie"]),
+    (lambda p: p["lm"].update(prune=[0, 2, 1]), ["lm.prune", "non-decreasing"]),
+    (lambda p: p["lm"].update(prune=[1, 1, 1]), ["lm.prune", "starting with 0"]),
+    (lambda p: p["lm"].update(char_order=9), ["lm.char_order"]),
+    (lambda p: p["evaluate"].update(duration_bins=[0, 5, 5, 10]), ["evaluate.duration_bins", "increase"]),
+    (lambda p: p["evaluate"].update(duration_bins=[1, 5]), ["evaluate.duration_bins", "start at 0"]),
+    (lambda p: p["evaluate"].update(duration_bins=[]), ["evaluate.duration_bins"]),
+    (lambda p: p["evaluate"].update(top_errors=-1), ["evaluate.top_errors"]),
+    (lambda p: p["train"].update(lookahead=20), ["train.lookahead", "bidirectional"]),
+    (lambda p: p["train"].update(rnn_type="rnn"), ["train.rnn_type", "lstm"]),
+    (lambda p: p["lm"].update(memory="lots"), ["lm.memory", "lots"]),
+    (lambda p: p["tune"].update(beam_threshold=0), ["tune.beam_threshold"]),
+])
+def test_bad_params_name_the_key(mutate, words):
+    p = tiny_params()
+    mutate(p)
+    with pytest.raises(ParamsError) as e:
+        validate_params(p)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("tool", ["snakemake", "dvc"])
+def test_bad_params_stop_the_pipeline_before_any_work(data_repo, tmp_path, tool):
+    """A negative beam: nothing runs, not even the stages that do not read it."""
+    repo = clone(data_repo, tmp_path / tool)
+    edit(repo, lambda p: p["decode"].update(beam_size=-5))
+    before = {p: p.stat().st_mtime_ns for p in (repo / "data/synth").rglob("*") if p.is_file()}
+    cmd = {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "lm"]}[tool]
+    proc = run(cmd, cwd=repo, check=False, env=TRAIN_ENV)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "decode.beam_size" in log and "-5" in log, log[-3000:]
+    assert not (repo / "data/synth/lm").exists()
+    assert {p: p.stat().st_mtime_ns for p in (repo / "data/synth").rglob("*") if p.is_file()} == before
+
+
+def test_unsafe_yaml_is_refused(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"dataset: !!python/object/apply:os.system ['{INJECTED}']\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(f)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_yaml_is_loaded_with_the_safe_loader_everywhere():
+    unsafe = re.compile(r"yaml\.(load|load_all|unsafe_load|full_load)\s*\(|Loader\s*=\s*yaml\.(Loader|FullLoader|UnsafeLoader)")
+    files = [*REPO.glob("src/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("tests/**/*.py"), *REPO.glob("bench/*.py"),
+             REPO / "Snakefile"]
+    hits = [f"{f.relative_to(REPO)}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
+            if unsafe.search(line) and "unsafe = re.compile" not in line]
+    assert not hits, hits
+
+
+SECRET = "s3cret-Pa55"
+
+
+def test_credentials_never_reach_logs_mlflow_params_or_reports(data_repo, tmp_path):
+    """A tracking URI with a password: the stage's error names the server without it. Params
+    holding a URL password or a secret-named key are recorded redacted."""
+    port = free_port()
+    proc = run(["python", "stages/vocab.py", "--params", "params.yaml", "--dataset", "synth", "--manifests",
+                "data/synth/manifests", "--out", str(tmp_path / "vocab.txt")], cwd=data_repo, check=False,
+               env={**TRAIN_ENV, "MLFLOW_TRACKING_URI": f"http://alice:{SECRET}@127.0.0.1:{port}"})
+    assert proc.returncode == 2 and f"http://alice:***@127.0.0.1:{port}" in proc.stderr, proc.stderr[-2000:]
+    assert SECRET not in proc.stdout + proc.stderr
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    r = StageRun("report", "synth", {"tracking_uri": uri, "artifact_root": str(tmp_path / "art")})
+    r.log_params({"mlflow": {"tracking_uri": f"postgresql://bob:{SECRET}@db.example:5432/mlflow"},
+                  "download": {"mirrors": [f"https://carol:{SECRET}@mirror.example/openslr"]},
+                  "storage": {"api_token": SECRET, "aws_secret_access_key": SECRET}, "train": {"lr": 0.1}})
+    run_id = r.flush()
+    params = MlflowClient(tracking_uri=uri).get_run(run_id).data.params
+    assert params["mlflow.tracking_uri"] == "postgresql://bob:***@db.example:5432/mlflow"
+    assert params["download.mirrors"] == "['https://carol:***@mirror.example/openslr']"
+    assert params["storage.api_token"] == params["storage.aws_secret_access_key"] == "***"
+    assert params["train.lr"] == "0.1" and not any(SECRET in v for v in params.values())
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of TCP sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:  # 0A: LISTEN
+                found.add(addr)
+    return found
+
+
+def test_make_mlflow_ui_listens_on_loopback_only(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(["make", "-s", "mlflow-ui", f"MLFLOW_PORT={port}"], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.5)
+        else:
+            raise AssertionError("mlflow ui did not answer on 127.0.0.1")
+        assert listening_addresses(port) == {"0100007F"}, listening_addresses(port)  # 127.0.0.1, nothing else
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
