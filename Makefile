@@ -21,7 +21,7 @@ MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 DATASET    ?= synth
 
-.PHONY: install system-deps run test bench report mlflow-ui clean distclean
+.PHONY: install system-deps run test bench report mlflow-ui mlflow-server clean distclean
 
 install: system-deps $(VENV)/.installed $(KENLM_DIR)/bin/lmplz
 
@@ -83,6 +83,18 @@ report: install
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+# A tracking server for a team or a cluster. Its SQLite store and artifact directory are inside
+# the repo by default; artifacts are proxied (clients upload through the server). Stages log
+# to it with MLFLOW_TRACKING_URI=http://<host>:$(MLFLOW_PORT); MLFLOW_HOST=0.0.0.0 lets other
+# machines reach it. A team's store: MLFLOW_BACKEND=postgresql://user:password@db/mlflow.
+MLFLOW_BACKEND   ?= sqlite:///mlruns/server.db
+MLFLOW_ARTIFACTS ?= mlruns/server-artifacts
+MLFLOW_WORKERS   ?= 2
+mlflow-server: install
+	mkdir -p mlruns
+	$(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) \
+	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS)
 
 clean:
 	rm -rf data models results metrics plots logs benchmarks cache mlruns reports/*_wer.md reports/*_report.html reports/*.png .snakemake test-artifacts

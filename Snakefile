@@ -26,8 +26,11 @@ except ParamsError as e:  # one line naming the key and what is allowed
 # workflow.cores, which is unset under --report, --dag and friends.)
 ALL_CORES = os.cpu_count()
 
-# Every stage of this invocation tags its MLflow run with the same id.
-os.environ.setdefault("ASRFLOW_INVOCATION", f"snakemake-{uuid.uuid4().hex[:12]}")
+# Every stage of this invocation tags its MLflow run with the same id. Set here, in the main
+# process, it reaches every job through the environment (cluster jobs too: their job scripts
+# re-read this file and keep it).
+if not os.environ.get("ASRFLOW_INVOCATION"):
+    os.environ["ASRFLOW_INVOCATION"] = f"snakemake-{uuid.uuid4().hex[:12]}"
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
@@ -62,7 +65,7 @@ rule download:
     log: "logs/{dataset}/download.log"
     benchmark: "benchmarks/{dataset}/download.tsv"
     threads: ALL_CORES  # synth: espeak-ng processes on every core
-    resources: net=1  # at most one download at a time per host
+    resources: net=1, **P.smk_resources("download", config)  # net: one download at a time per host
     shell: P.smk_shell("download") + " 2>&1 | tee {log}"
 
 
@@ -72,6 +75,7 @@ rule manifest:
     params: values=P.smk_params("manifest", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/manifest.log"
+    resources: **P.smk_resources("manifest", config)
     benchmark: "benchmarks/{dataset}/manifest.tsv"
     threads: ALL_CORES  # extraction, then header probes on every core
     shell: P.smk_shell("manifest") + " 2>&1 | tee {log}"
@@ -83,6 +87,7 @@ rule stats:
     params: values=P.smk_params("stats", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/stats.log"
+    resources: **P.smk_resources("stats", config)
     shell: P.smk_shell("stats") + " 2>&1 | tee {log}"
 
 
@@ -92,6 +97,7 @@ rule vocab:
     params: values=P.smk_params("vocab", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/vocab.log"
+    resources: **P.smk_resources("vocab", config)
     shell: P.smk_shell("vocab") + " 2>&1 | tee {log}"
 
 
@@ -101,6 +107,7 @@ rule lm:
     params: values=P.smk_params("lm", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/lm.log"
+    resources: **P.smk_resources("lm", config)
     benchmark: "benchmarks/{dataset}/lm.tsv"
     shell: P.smk_shell("lm") + " 2>&1 | tee {log}"
 
@@ -113,7 +120,7 @@ rule train:
     log: "logs/{dataset}/train.log"
     benchmark: "benchmarks/{dataset}/train.tsv"
     threads: ALL_CORES  # torch uses every core on CPU
-    resources: gpu=config["train"]["nproc_per_node"] if config["train"]["device"] != "cpu" else 0
+    resources: **P.smk_resources("train", config)  # nodes and GPUs, memory, runtime, partition
     shell: P.smk_shell("train") + " 2>&1 | tee {log}"
 
 
@@ -123,6 +130,7 @@ rule tune:
     params: values=P.smk_params("tune", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/tune.log"
+    resources: **P.smk_resources("tune", config)
     benchmark: "benchmarks/{dataset}/tune.tsv"
     threads: ALL_CORES  # one decoder process per core
     shell: P.smk_shell("tune") + " 2>&1 | tee {log}"
@@ -134,6 +142,7 @@ rule evaluate:
     params: values=P.smk_params("evaluate", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/evaluate.log"
+    resources: **P.smk_resources("evaluate", config)
     benchmark: "benchmarks/{dataset}/evaluate.tsv"
     shell: P.smk_shell("evaluate") + " 2>&1 | tee {log}"
 
@@ -144,6 +153,7 @@ rule register:
     params: values=P.smk_params("register", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/register.log"
+    resources: **P.smk_resources("register", config)
     shell: P.smk_shell("register") + " 2>&1 | tee {log}"
 
 
@@ -153,6 +163,7 @@ rule report:
     params: values=P.smk_params("report", config)
     conda: "envs/asrflow.yaml"
     log: "logs/{dataset}/report.log"
+    resources: **P.smk_resources("report", config)
     shell: P.smk_shell("report") + " 2>&1 | tee {log}"
 
 

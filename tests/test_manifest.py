@@ -28,19 +28,30 @@ def test_parquet_carries_audio_in_duration_sorted_row_groups(tmp_path):
     for i, d in enumerate(secs):
         tone(raw / f"7-1-{i:04d}.flac", seconds=d)
     (raw / "7-1.trans.txt").write_text("".join(f"7-1-{i:04d} HI\n" for i in range(len(secs))))
-    for embed in (True, False):
-        out = tmp_path / f"man-{embed}"
-        write_manifests(tmp_path / "raw", {"train": ["train"]}, out, dataclasses.replace(CFG, audio_bytes=embed))
+    sizes = {}
+    for embed, codec, workers in ((True, "flac", 1), (True, "pcm16", 1), (True, "pcm16", 2), (False, "flac", 1)):
+        out = tmp_path / f"man-{embed}-{codec}-{workers}"
+        write_manifests(tmp_path / "raw", {"train": ["train"]}, out,
+                        dataclasses.replace(CFG, audio_bytes=embed, audio_codec=codec, workers=workers))
         pf = pq.ParquetFile(out / "train.parquet")
         assert [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)] == [2, 2, 1]
         assert ("audio" in pf.schema_arrow.names) == embed
         rows = read_manifest(out / "train.parquet")
         assert "audio" not in rows and rows["duration"].tolist() == sorted(secs)
         audio = ManifestAudio(out / "train.parquet", 16000)
-        assert audio.embedded == embed
-        # decoded from the embedded bytes == decoded from the file, in any access order
+        assert audio.embedded == embed and (audio.codec == codec or not embed)
+        # decoded from the embedded audio == decoded from the file, bit for bit, in any access order
         for i in (4, 0, 3, 1, 2):
             assert np.array_equal(audio[i], load_audio(rows["audio_filepath"][i], 16000))
+            assert audio[i].dtype == np.float32
+        sizes[codec, embed] = pf.metadata.row_group(0).column(7).total_uncompressed_size if embed else 0
+        if embed:
+            with pytest.raises(ValueError, match="stored at 16000 Hz, 8000 Hz wanted"):
+                ManifestAudio(out / "train.parquet", 8000)
+    assert sizes["pcm16", True] > sizes["flac", True]  # a pure tone compresses far below 16 bits in FLAC
+    # two processes decoding row groups ahead of the writer: the same file as one
+    assert (tmp_path / "man-True-pcm16-1/train.parquet").read_bytes() == \
+        (tmp_path / "man-True-pcm16-2/train.parquet").read_bytes()
 
 
 def test_ctc_min_frames_counts_repeats():

@@ -13,6 +13,12 @@ this replaces.) params.yaml is validated before anything runs; the command is th
 ``exec``-ed, so it keeps this process id and receives the orchestrator's signals directly.
 
 ``--dataset`` is Snakemake's wildcard; DVC omits it and params.yaml's ``dataset`` is used.
+
+Inside a Slurm allocation (a cluster job: ``SLURM_JOB_ID`` set), a ``torchrun`` command
+takes its nodes, processes per node and rendezvous endpoint from the allocation instead of
+params.yaml: ``SLURM_JOB_NUM_NODES``, ``SLURM_GPUS_ON_NODE`` and the first host of
+``SLURM_JOB_NODELIST`` (port from ``train.rdzv_endpoint``, or 29400), and on several nodes
+it is started once per node with ``srun``.
 """
 
 from __future__ import annotations
@@ -29,12 +35,47 @@ from asrflow.config import ParamsError, load_params
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
 
 
-def render(template: str, params: dict[str, Any], dataset: str) -> list[str]:
-    """The argv of ``template`` with its placeholders filled in (no shell involved)."""
+def expand_hostlist(spec: str) -> list[str]:
+    """Slurm's compressed host list (``gpu[01-03,07],login2``) as host names."""
+    hosts = []
+    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", spec):
+        if plain:
+            hosts.append(plain)
+            continue
+        for part in ranges.split(","):
+            lo, _, hi = part.partition("-")
+            hosts += [f"{prefix}{i:0{len(lo)}d}" for i in range(int(lo), int(hi or lo) + 1)]
+    return hosts
+
+
+def slurm_overrides(params: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """params.yaml values a torchrun launch takes from the Slurm allocation it runs in."""
+    if not env.get("SLURM_JOB_ID"):
+        return {}
+    nodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    out = {"train.nnodes": str(nodes)}
+    gpus = (env.get("SLURM_GPUS_ON_NODE") or "").split(":")[-1]
+    if gpus.isdigit() and int(gpus) > 0:
+        out["train.nproc_per_node"] = gpus
+    if nodes > 1:
+        head = expand_hostlist(env.get("SLURM_JOB_NODELIST", ""))[:1]
+        if not head:
+            raise ParamsError("a multi-node Slurm allocation without SLURM_JOB_NODELIST: cannot pick a rendezvous host")
+        port = params["train"]["rdzv_endpoint"].rsplit(":", 1)[-1]
+        out["train.rdzv_endpoint"] = f"{head[0]}:{port if port not in ('', '0') else 29400}"
+    return out
+
+
+def render(template: str, params: dict[str, Any], dataset: str,
+           overrides: dict[str, str] | None = None) -> list[str]:
+    """The argv of ``template`` with its placeholders filled in (no shell involved);
+    ``overrides`` (``{"key.path": value}``) take precedence over params.yaml."""
     def value(m: re.Match) -> str:
         key = m.group(1)
         if key == "dataset":
             return dataset
+        if overrides and key in overrides:
+            return overrides[key]
         node: Any = params
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -57,10 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         dataset = args.dataset or params["dataset"]
         if dataset not in params["datasets"]:
             raise ParamsError(f"unknown dataset {dataset!r}; params.yaml defines: {', '.join(params['datasets'])}")
-        cmd = render(args.template, params, dataset)
+        torchrun = args.template.split()[0] == "torchrun"
+        overrides = slurm_overrides(params, dict(os.environ)) if torchrun else {}
+        cmd = render(args.template, params, dataset, overrides)
     except ParamsError as e:
         print(f"[launch] error: {e}", file=sys.stderr)
         return 2
+    if overrides:
+        print(f"[launch] from the Slurm allocation: {', '.join(f'{k}={v}' for k, v in overrides.items())}",
+              file=sys.stderr)
+        if int(overrides["train.nnodes"]) > 1:  # one torchrun per node; they meet at the rendezvous
+            cmd = ["srun", f"--nodes={overrides['train.nnodes']}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+                   *cmd]
     print(f"[launch] {shlex.join(cmd)}", file=sys.stderr, flush=True)
     if cmd[0] == "python":  # the interpreter this runs under: the project's venv whatever PATH says
         cmd[0] = sys.executable

@@ -7,8 +7,12 @@ every core. A bad file or transcript line never stops the stage and is never dro
 silently: it lands in ``rejects.parquet`` with a reason and a detail.
 
 Parquet rows are sorted by duration and written in row groups of ``row_group_rows``;
-with ``audio_bytes`` each row carries the encoded FLAC (column ``audio``), so readers
-stream a few large sequential files instead of opening every small one.
+with ``audio_bytes`` each row carries its audio (column ``audio``), so readers stream a
+few large sequential files instead of opening every small one. ``audio_codec`` says in
+what form: ``flac``, the file's own bytes (decoded again at every read), or ``pcm16``, the
+samples decoded once here as little-endian int16 (about 1.6x the FLAC size; reading is a
+copy, ~30x faster than decoding FLAC, and gives the same float32 samples bit for bit).
+The codec is recorded in the Parquet schema's metadata.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import bisect
 import json
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +39,9 @@ from asrflow.text import normalize
 
 COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset"]
 AUDIO = "audio"
+CODEC_KEY = b"asrflow.audio_codec"  # Parquet schema metadata: how the audio column is encoded
+RATE_KEY = b"asrflow.sample_rate"   # ... and at what sample rate (the manifest stage rejects other rates)
+CODECS = ("flac", "pcm16")
 REJECT_COLUMNS = ["split", "subset", "utt_id", "path", "reason", "detail"]
 # Every reason a row can be rejected for (README: "What a rejects table is").
 REASONS = {
@@ -65,6 +73,7 @@ class ManifestConfig:
     sample_rate: int
     workers: int = 0
     audio_bytes: bool = False
+    audio_codec: str = "flac"
     row_group_rows: int = 128
     hop_ms: float = 10.0
     conv_kernel_t: int = 5
@@ -75,7 +84,7 @@ class ManifestConfig:
         m, f, t = p["manifest"], p["features"], p["train"]
         return cls(min_duration=m["min_duration"], max_duration=m["max_duration"], allowed_chars=m["allowed_chars"],
                    sample_rate=f["sample_rate"], workers=m["workers"], audio_bytes=m["audio_bytes"],
-                   row_group_rows=m["row_group_rows"], hop_ms=f["hop_ms"], conv_kernel_t=t["conv_kernel"][1],
+                   audio_codec=m["audio_codec"], row_group_rows=m["row_group_rows"], hop_ms=f["hop_ms"], conv_kernel_t=t["conv_kernel"][1],
                    time_strides=tuple(s[1] for s in t["conv_strides"]))
 
     def model_frames(self, num_samples: int) -> int:
@@ -229,50 +238,104 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
     return df, rejects
 
 
-def _schema(audio_bytes: bool) -> pa.Schema:
+def _schema(cfg: ManifestConfig) -> pa.Schema:
     fields = [pa.field("audio_filepath", pa.string()), pa.field("duration", pa.float64()),
               pa.field("text", pa.string()), pa.field("utt_id", pa.string()), pa.field("speaker_id", pa.string()),
               pa.field("chapter_id", pa.string()), pa.field("subset", pa.string())]
-    return pa.schema(fields + ([pa.field(AUDIO, pa.binary())] if audio_bytes else []))
+    if not cfg.audio_bytes:
+        return pa.schema(fields)
+    return pa.schema(fields + [pa.field(AUDIO, pa.binary())],
+                     metadata={CODEC_KEY: cfg.audio_codec.encode(), RATE_KEY: str(cfg.sample_rate).encode()})
+
+
+def audio_payload(path: str, codec: str) -> tuple[bytes | None, str]:
+    """What a Parquet row carries for ``path``: the file's bytes (``flac``) or its samples as
+    little-endian int16 (``pcm16``); ``(None, why)`` if it cannot be read now."""
+    try:
+        if codec == "flac":
+            with open(path, "rb") as f:
+                return f.read(), ""
+        return _snd_read_int16(path), ""
+    except Exception as e:  # vanished, unreadable or undecodable since it was probed
+        return None, f"unreadable after probing: {e}"
+
+
+def _snd_read_int16(path: str) -> bytes:
+    import soundfile as sf
+    data, _ = sf.read(path, dtype="int16", always_2d=True)
+    return np.ascontiguousarray(data[:, 0], dtype="<i2").tobytes()
+
+
+def _payloads(args: tuple[list[str], str]) -> list[tuple[bytes | None, str]]:
+    paths, codec = args
+    return [audio_payload(p, codec) for p in paths]
+
+
+def _ordered(pool: ProcessPoolExecutor, fn, jobs: list, ahead: int):
+    """``fn`` over ``jobs`` on ``pool``, results in order, at most ``ahead`` submitted but not yet taken."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def write_split(df: pd.DataFrame, out_dir: Path, split: str, cfg: ManifestConfig) -> tuple[int, list[dict]]:
-    """Write ``<split>.parquet`` (row groups in duration order, FLAC bytes optional) and
+    """Write ``<split>.parquet`` (row groups in duration order, audio optional) and
     ``<split>.jsonl`` row group by row group, so memory holds one group's audio at most.
 
     A file that vanished or cannot be read since it was probed is rejected, not fatal.
     Returns (rows written, rejects).
     """
-    schema, rejects, written = _schema(cfg.audio_bytes), [], 0
+    schema, rejects, written = _schema(cfg), [], 0
+    workers = cfg.workers or os.cpu_count() or 1
+    # pcm16 decodes every file once: spread over the cores, a row group's files per task
+    pool = ProcessPoolExecutor(workers) if cfg.audio_bytes and cfg.audio_codec == "pcm16" and workers > 1 else None
+    chunks = [df.iloc[start:start + cfg.row_group_rows] for start in range(0, len(df), cfg.row_group_rows)]
+    jobs = [(c["audio_filepath"].tolist(), cfg.audio_codec) for c in chunks]
+    if not cfg.audio_bytes:
+        payloads = iter([None] * len(chunks))
+    else:  # in order, the pool a few row groups ahead of the writer (memory: ~workers groups of audio)
+        payloads = _ordered(pool, _payloads, jobs, ahead=workers + 2) if pool else map(_payloads, jobs)
     pq_tmp, jl_tmp = out_dir / f".{split}.parquet.tmp", out_dir / f".{split}.jsonl.tmp"
-    # FLAC does not compress: the audio column is stored plain (no snappy pass, no dictionary).
+    # FLAC does not compress, nor does snappy squeeze PCM: the audio column is stored plain.
     text_cols = [c for c in schema.names if c != AUDIO]
-    with pq.ParquetWriter(pq_tmp, schema, compression={**{c: "snappy" for c in text_cols}, AUDIO: "none"},
-                          use_dictionary=text_cols) as writer, open(jl_tmp, "w", encoding="utf-8") as jl:
-        for start in range(0, len(df), cfg.row_group_rows):
-            chunk = df.iloc[start:start + cfg.row_group_rows]
-            cols = {c: chunk[c].tolist() for c in COLUMNS}
-            if cfg.audio_bytes:
-                blobs, keep = [], []
-                for i, path in enumerate(cols["audio_filepath"]):
-                    try:
-                        with open(path, "rb") as f:
-                            blobs.append(f.read())
-                        keep.append(i)
-                    except OSError as e:
-                        rejects.append({"split": split, "subset": cols["subset"][i], "utt_id": cols["utt_id"][i],
-                                        "path": path, "reason": "missing_audio", "detail": f"unreadable after probing: {e}"})
-                cols = {c: [v[i] for i in keep] for c, v in cols.items()}
-                cols[AUDIO] = blobs
-            if not cols["utt_id"]:
-                continue
-            writer.write_table(pa.Table.from_pydict(cols, schema=schema), row_group_size=cfg.row_group_rows)
-            for path, dur, text in zip(cols["audio_filepath"], cols["duration"], cols["text"]):
-                jl.write(json.dumps({"audio_filepath": path, "duration": dur, "text": text}, ensure_ascii=False) + "\n")
-            written += len(cols["utt_id"])
+    try:
+        with pq.ParquetWriter(pq_tmp, schema, compression={**{c: "snappy" for c in text_cols}, AUDIO: "none"},
+                              use_dictionary=text_cols) as writer, open(jl_tmp, "w", encoding="utf-8") as jl:
+            for chunk, payload in zip(chunks, payloads):
+                written += _write_group(chunk, payload, split, cfg, writer, jl, schema, rejects)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     os.replace(pq_tmp, out_dir / f"{split}.parquet")
     os.replace(jl_tmp, out_dir / f"{split}.jsonl")
     return written, rejects
+
+
+def _write_group(chunk: pd.DataFrame, payload: list[tuple[bytes | None, str]] | None, split: str,
+                 cfg: ManifestConfig, writer: pq.ParquetWriter, jl, schema: pa.Schema, rejects: list[dict]) -> int:
+    """One row group (and its JSON lines); rows whose audio cannot be read now are rejected."""
+    cols = {c: chunk[c].tolist() for c in COLUMNS}
+    if cfg.audio_bytes:
+        blobs, keep = [], []
+        for i, (blob, why) in enumerate(payload):
+            if blob is None:
+                rejects.append({"split": split, "subset": cols["subset"][i], "utt_id": cols["utt_id"][i],
+                                "path": cols["audio_filepath"][i], "reason": "missing_audio", "detail": why})
+            else:
+                blobs.append(blob)
+                keep.append(i)
+        cols = {c: [v[i] for i in keep] for c, v in cols.items()}
+        cols[AUDIO] = blobs
+    if not cols["utt_id"]:
+        return 0
+    writer.write_table(pa.Table.from_pydict(cols, schema=schema), row_group_size=cfg.row_group_rows)
+    for path, dur, text in zip(cols["audio_filepath"], cols["duration"], cols["text"]):
+        jl.write(json.dumps({"audio_filepath": path, "duration": dur, "text": text}, ensure_ascii=False) + "\n")
+    return len(cols["utt_id"])
 
 
 def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: str | Path,
@@ -334,6 +397,14 @@ class ManifestAudio:
         self.path, self.sample_rate, self.cache_groups = str(path), sample_rate, cache_groups
         pf = pq.ParquetFile(self.path)
         self.embedded = AUDIO in pf.schema_arrow.names
+        meta = pf.schema_arrow.metadata or {}
+        self.codec = meta.get(CODEC_KEY, b"flac").decode()
+        if self.codec not in CODECS:
+            raise ValueError(f"{path}: audio column encoded as {self.codec!r}, this asrflow reads {', '.join(CODECS)}")
+        rate = int(meta.get(RATE_KEY, b"0"))
+        if self.embedded and rate and rate != sample_rate:
+            raise ValueError(f"{path}: audio stored at {rate} Hz, {sample_rate} Hz wanted (features.sample_rate): "
+                             "re-run the manifest stage")
         self.paths = pf.read(columns=["audio_filepath"]).column(0).to_pylist()
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
         self._starts = [sum(sizes[:g]) for g in range(len(sizes))]
@@ -365,4 +436,6 @@ class ManifestAudio:
         from asrflow.features import load_audio
         if not self.embedded:
             return load_audio(self.paths[i], self.sample_rate)
+        if self.codec == "pcm16":  # soundfile's own int16 -> float32 scaling: the same samples bit for bit
+            return np.frombuffer(self.encoded(i), dtype="<i2").astype(np.float32) * np.float32(1 / 32768)
         return load_audio(self.encoded(i), self.sample_rate, name=f"{self.path} row {i} ({self.paths[i]})")

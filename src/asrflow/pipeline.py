@@ -221,6 +221,24 @@ def smk_shell(name: str) -> str:
     return f"{LAUNCH} --dataset {{wildcards.dataset:q}} {template}"
 
 
+def smk_resources(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The stage's job resources from params.yaml's ``cluster`` block, in the names Snakemake's
+    Slurm executor reads (``runtime`` minutes, ``mem_mb``, ``cpus_per_task``,
+    ``slurm_partition``). Training adds ``nodes`` (train.nnodes) and ``gpu``: all the GPUs it
+    uses, train.nnodes x train.nproc_per_node (0 on CPU), which also keeps a local
+    ``snakemake --resources gpu=N`` from oversubscribing a machine."""
+    job = {**config["cluster"]["default"], **config["cluster"].get(name, {})}
+    res = {k: job[c] for k, c in (("runtime", "runtime"), ("mem_mb", "mem_mb"), ("cpus_per_task", "cpus"))
+           if job.get(c) is not None}
+    if job.get("partition"):
+        res["slurm_partition"] = job["partition"]
+    if name == "train":
+        t = config["train"]
+        res["nodes"] = t["nnodes"]
+        res["gpu"] = t["nnodes"] * t["nproc_per_node"] if t["device"] != "cpu" else 0
+    return res
+
+
 def smk_params(name: str, config: dict[str, Any]) -> str:
     """The params slice a stage reads, as canonical JSON (Snakemake re-runs a rule when it changes)."""
     return json.dumps({k: lookup(config, k) for k in stage(name).params}, sort_keys=True)
