@@ -60,13 +60,18 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True, env: 
 TRAIN_ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
 
 
+def data_params() -> dict:
+    """params.yaml of :func:`data_repo` as the fixture made it (tests edit its train block)."""
+    p = tiny_params()
+    p["train"].update(epochs=2, checkpoint_every_steps=2)
+    return p
+
+
 @pytest.fixture(scope="session")
 def data_repo(tmp_path_factory):
     """A repo copy holding the tiny corpus' manifests, stats and vocab (download..vocab run once),
     for tests that run the train stage's command themselves."""
-    p = tiny_params()
-    p["train"].update(epochs=2, checkpoint_every_steps=2)
-    repo = copy_repo(tmp_path_factory.mktemp("train-data"), p)
+    repo = copy_repo(tmp_path_factory.mktemp("train-data"), data_params())
     run(["snakemake", "-j", "2", "data/synth/stats.json", "data/synth/vocab.txt"], cwd=repo, env=TRAIN_ENV)
     return repo
 

@@ -108,18 +108,27 @@ def mlflow_server(backend_store_uri: str, artifact_root: str, cwd: str | Path,
     server's output after ``timeout_s``). The server's stdout/stderr go to
     ``<cwd>/mlflow-server.log``. On exit the server's whole process group is terminated.
     """
-    cwd = Path(cwd)
-    cwd.mkdir(parents=True, exist_ok=True)
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     if not mlflow_bin.exists():
         raise RuntimeError(f"{mlflow_bin} not found: the mlflow server comes from the project's venv (make install)")
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = cwd / "mlflow-server.log"
     cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--backend-store-uri", backend_store_uri, "--default-artifact-root", artifact_root]
+    with serving(cmd, cwd, port, timeout_s) as base_url:
+        yield base_url
+
+
+@contextmanager
+def serving(cmd: list[str], cwd: str | Path, port: int, timeout_s: float = 90.0) -> Iterator[str]:
+    """Run ``cmd`` (a server that will listen on 127.0.0.1:``port``, e.g. ``make mlflow-server``)
+    in its own process group; yield its base URL once ``GET /health`` answers 200. Output goes to
+    ``<cwd>/mlflow-server.log``; on exit the whole process group is terminated."""
+    cwd = Path(cwd)
+    cwd.mkdir(parents=True, exist_ok=True)
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = cwd / "mlflow-server.log"
     env = {**os.environ, **SERVER_ENV}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the server serves backend_store_uri, whatever the caller's shell says
+    env.pop("MLFLOW_TRACKING_URI", None)  # the server serves its own store, whatever the caller's shell says
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -127,7 +136,7 @@ def mlflow_server(backend_store_uri: str, artifact_root: str, cwd: str | Path,
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode} before answering /health; "
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode} before answering /health; "
                                    f"{log_path}:\n{_tail(log_path)}")
             try:
                 with urllib.request.urlopen(f"{base_url}/health", timeout=2) as resp:
@@ -136,7 +145,7 @@ def mlflow_server(backend_store_uri: str, artifact_root: str, cwd: str | Path,
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer {base_url}/health within {timeout_s:.0f} s; "
+                raise RuntimeError(f"{cmd[0]} did not answer {base_url}/health within {timeout_s:.0f} s; "
                                    f"{log_path}:\n{_tail(log_path)}")
             time.sleep(0.25)
         yield base_url

@@ -7,18 +7,14 @@ nothing to recompute; two experiments queued with `dvc exp run --queue` and run 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
-import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from asrflow import pipeline as P
 from conftest import REPO, copy_repo, run, tiny_params
-from mlflow_browser import free_port
+from mlflow_browser import free_port, serving
 
 STAGES = {s.name for s in P.STAGES}
 
@@ -28,20 +24,8 @@ def server_repo(tmp_path_factory):
     """A repo copy with `make mlflow-server` running in it on a free 127.0.0.1 port."""
     repo = copy_repo(tmp_path_factory.mktemp("team") / "repo", tiny_params())
     port = free_port()
-    proc = subprocess.Popen(["make", "-s", "mlflow-server", f"MLFLOW_PORT={port}"], cwd=repo, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-            time.sleep(0.5)
-    yield repo, uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with serving(["make", "-s", "mlflow-server", f"MLFLOW_PORT={port}"], repo, port, timeout_s=120) as uri:
+        yield repo, uri
 
 
 @pytest.fixture(scope="module")

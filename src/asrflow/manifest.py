@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import soundfile as sf
 from soundfile import _ffi, _snd  # libsndfile's C API, as soundfile binds it
 from tqdm import tqdm
 
@@ -255,15 +256,10 @@ def audio_payload(path: str, codec: str) -> tuple[bytes | None, str]:
         if codec == "flac":
             with open(path, "rb") as f:
                 return f.read(), ""
-        return _snd_read_int16(path), ""
+        data, _ = sf.read(path, dtype="int16", always_2d=True)
+        return np.ascontiguousarray(data[:, 0], dtype="<i2").tobytes(), ""
     except Exception as e:  # vanished, unreadable or undecodable since it was probed
         return None, f"unreadable after probing: {e}"
-
-
-def _snd_read_int16(path: str) -> bytes:
-    import soundfile as sf
-    data, _ = sf.read(path, dtype="int16", always_2d=True)
-    return np.ascontiguousarray(data[:, 0], dtype="<i2").tobytes()
 
 
 def _payloads(args: tuple[list[str], str]) -> list[tuple[bytes | None, str]]:

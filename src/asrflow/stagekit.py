@@ -177,7 +177,7 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
         tracker.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
         run_id = tracker.flush()
         outputs.publish()
-    except BaseException as e:  # one clear line, the traceback in the log, a FAILED run in MLflow
+    except (Exception, KeyboardInterrupt) as e:  # one clear line, the traceback in the log, a FAILED run in MLflow
         if isinstance(e, KeyboardInterrupt):
             print(f"[{name}] interrupted", file=sys.stderr)
         else:  # redacted: an error may quote a URL with a password in it
@@ -192,7 +192,7 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
             try:
                 tracker.flush("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             except Exception as te:  # never let tracking hide the real error
-                print(f"[{name}] could not record the failed run in MLflow: {te}", file=sys.stderr)
+                print(f"[{name}] could not record the failed run in MLflow: {redact(str(te))}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
     if getattr(args, "metrics", None):  # after the run is recorded, so the metrics name it (lineage)
         write_json(args.metrics, {**metrics, **tracker.outputs, "mlflow_run_id": run_id})

@@ -27,8 +27,9 @@ ORCHESTRATORS = ("snakemake", "dvc")
 
 # user:password in a URL's authority (http://alice:s3cret@host, postgresql://u:p@db/...)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<user>[^:/?#@\s]*):(?P<secret>[^@/?#\s]+)@", re.I)
-# params whose values are secrets whatever they look like
-SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|access[_-]?key|credential)", re.I)
+# params whose values are secrets whatever they look like: names ending in one of these words
+# (api_token, aws_secret_access_key, db_password; not decode.token_beam)
+SECRET_KEY = re.compile(r"(^|[_-])(password|passwd|secret|token|api[_-]?key|access[_-]?key|credentials?)$", re.I)
 
 
 def redact(text: str) -> str:

@@ -3,12 +3,7 @@ credentials in tracking URIs and params, and servers reachable from the network.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from asrflow.config import ParamsError, load_params, validate_params
 from asrflow.tracking import StageRun
-from conftest import REPO, TRAIN_ENV, run, tiny_params
-from mlflow_browser import free_port
+from conftest import REPO, TRAIN_ENV, data_params, run, tiny_params
+from mlflow_browser import free_port, serving
 from test_orchestration_faults import clone
 
 INJECTED = "touch pwned"
@@ -51,19 +46,13 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
                (lambda p: p.update(dataset=f"synth; {INJECTED}"), "dataset",
                 {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "-s", "download"]}[tool])]
     for change, key, cmd in refused:
-        (repo / "params.yaml").write_text(yaml.safe_dump(clone_params(), sort_keys=False))
+        (repo / "params.yaml").write_text(yaml.safe_dump(data_params(), sort_keys=False))
         edit(repo, change)
         proc = run(cmd, cwd=repo, check=False, env=TRAIN_ENV)
         log = proc.stdout + proc.stderr
         assert proc.returncode != 0 and key in log and INJECTED in log, log[-3000:]
         assert not pwned(repo), log[-3000:]
         assert not (repo / "models/synth").exists()
-
-
-def clone_params() -> dict:
-    p = tiny_params()
-    p["train"].update(epochs=2, checkpoint_every_steps=2)
-    return p
 
 
 @pytest.mark.parametrize("mutate, words", [
@@ -169,21 +158,5 @@ def listening_addresses(port: int) -> set[str]:
 
 def test_make_mlflow_ui_listens_on_loopback_only(tmp_path):
     port = free_port()
-    proc = subprocess.Popen(["make", "-s", "mlflow-ui", f"MLFLOW_PORT={port}"], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                time.sleep(0.5)
-        else:
-            raise AssertionError("mlflow ui did not answer on 127.0.0.1")
+    with serving(["make", "-s", "-C", str(REPO), "mlflow-ui", f"MLFLOW_PORT={port}"], tmp_path, port, timeout_s=120):
         assert listening_addresses(port) == {"0100007F"}, listening_addresses(port)  # 127.0.0.1, nothing else
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

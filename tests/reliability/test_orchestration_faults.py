@@ -17,16 +17,14 @@ import pytest
 import yaml
 
 from asrflow.repro import product_digests
-from conftest import TRAIN_ENV, run, tiny_params
+from conftest import TRAIN_ENV, data_params, run
 from test_training_faults import kill_at
 
 
 def clone(data_repo: Path, dest: Path) -> Path:
     """``data_repo`` as the fixture made it (other tests edit its train params)."""
     shutil.copytree(data_repo, dest, symlinks=True, ignore=shutil.ignore_patterns("runs"))
-    p = tiny_params()
-    p["train"].update(epochs=2, checkpoint_every_steps=2)
-    (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    (dest / "params.yaml").write_text(yaml.safe_dump(data_params(), sort_keys=False))
     return dest
 
 
