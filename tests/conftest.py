@@ -76,11 +76,16 @@ def data_repo(tmp_path_factory):
     return repo
 
 
+def edit_params(repo: Path, change) -> None:
+    """Apply ``change`` (a function of the params mapping) to ``repo``'s params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    change(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def set_train(repo: Path, **train) -> None:
     """Update the ``train`` block of ``repo``'s params.yaml."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"].update(train)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, lambda p: p["train"].update(train))
 
 
 def train_cmd(repo: Path, name: str, launcher: list[str] | None = None) -> list[str]:

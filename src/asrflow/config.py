@@ -128,6 +128,12 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return validate_params(params)
 
 
+def check_dataset(params: dict[str, Any], dataset: str) -> None:
+    """Raise :class:`ParamsError` unless ``dataset`` is one params.yaml defines."""
+    if dataset not in params["datasets"]:
+        raise ParamsError(f"unknown dataset {dataset!r}; params.yaml defines: {', '.join(params['datasets'])}")
+
+
 def dataset_splits(params: dict[str, Any], dataset: str) -> dict[str, list[str]]:
     """The split -> subsets mapping for ``dataset``."""
     try:

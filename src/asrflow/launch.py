@@ -30,7 +30,8 @@ import shlex
 import sys
 from typing import Any
 
-from asrflow.config import ParamsError, load_params
+from asrflow.config import ParamsError, check_dataset, load_params
+from asrflow.pipeline import lookup
 
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
 
@@ -76,11 +77,10 @@ def render(template: str, params: dict[str, Any], dataset: str,
             return dataset
         if overrides and key in overrides:
             return overrides[key]
-        node: Any = params
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ParamsError(f"the stage command refers to '{key}', which params.yaml does not define")
-            node = node[part]
+        try:
+            node = lookup(params, key)
+        except (KeyError, TypeError):
+            raise ParamsError(f"the stage command refers to '{key}', which params.yaml does not define") from None
         if isinstance(node, (dict, list)):
             raise ParamsError(f"the stage command needs a single value for '{key}', params.yaml has {node!r}")
         return str(node)
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         dataset = args.dataset or params["dataset"]
-        if dataset not in params["datasets"]:
-            raise ParamsError(f"unknown dataset {dataset!r}; params.yaml defines: {', '.join(params['datasets'])}")
+        check_dataset(params, dataset)
         torchrun = args.template.split()[0] == "torchrun"
         overrides = slurm_overrides(params, dict(os.environ)) if torchrun else {}
         cmd = render(args.template, params, dataset, overrides)

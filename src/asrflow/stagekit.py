@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from asrflow.config import ParamsError, load_params
+from asrflow.config import ParamsError, check_dataset, load_params
 from asrflow.pipeline import lookup, stage
 from asrflow.tracking import StageRun, TrackingUnavailable, check_store, redact
 
@@ -147,9 +147,7 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        if args.dataset not in params["datasets"]:
-            raise ParamsError(f"unknown dataset '{args.dataset}'; params.yaml defines: "
-                              f"{', '.join(params['datasets'])}")
+        check_dataset(params, args.dataset)
     except ParamsError as e:
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2

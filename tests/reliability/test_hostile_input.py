@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from asrflow.config import ParamsError, load_params, validate_params
 from asrflow.tracking import StageRun
-from conftest import REPO, TRAIN_ENV, data_params, run, tiny_params
+from conftest import REPO, TRAIN_ENV, data_params, edit_params, run, tiny_params
 from mlflow_browser import free_port, serving
 from test_orchestration_faults import clone
 
@@ -23,12 +23,6 @@ def pwned(repo: Path) -> list[Path]:
     return list(repo.rglob("pwned"))
 
 
-def edit(repo: Path, change) -> None:
-    p = yaml.safe_load((repo / "params.yaml").read_text())
-    change(p)
-    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-
-
 @pytest.mark.parametrize("tool", ["snakemake", "dvc"])
 def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     """A valid value full of shell syntax reaches the program as one argument; values that would
@@ -37,7 +31,7 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     repo = clone(data_repo, tmp_path / tool)
     odd = f"tmp; {INJECTED}; echo $(id) `id`"
     (repo / odd).mkdir()
-    edit(repo, lambda p: p["lm"].update(tmp_dir=odd))  # lmplz -T <this>/lmplz-
+    edit_params(repo, lambda p: p["lm"].update(tmp_dir=odd))  # lmplz -T <this>/lmplz-
     lm = {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "lm"]}[tool]
     run(lm, cwd=repo, env=TRAIN_ENV)
     assert (repo / "data/synth/lm/lm.bin").stat().st_size > 0 and not pwned(repo)
@@ -47,7 +41,7 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
                 {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "-s", "download"]}[tool])]
     for change, key, cmd in refused:
         (repo / "params.yaml").write_text(yaml.safe_dump(data_params(), sort_keys=False))
-        edit(repo, change)
+        edit_params(repo, change)
         proc = run(cmd, cwd=repo, check=False, env=TRAIN_ENV)
         log = proc.stdout + proc.stderr
         assert proc.returncode != 0 and key in log and INJECTED in log, log[-3000:]
@@ -92,7 +86,7 @@ def test_bad_params_name_the_key(mutate, words):
 def test_bad_params_stop_the_pipeline_before_any_work(data_repo, tmp_path, tool):
     """A negative beam: nothing runs, not even the stages that do not read it."""
     repo = clone(data_repo, tmp_path / tool)
-    edit(repo, lambda p: p["decode"].update(beam_size=-5))
+    edit_params(repo, lambda p: p["decode"].update(beam_size=-5))
     before = {p: p.stat().st_mtime_ns for p in (repo / "data/synth").rglob("*") if p.is_file()}
     cmd = {"snakemake": ["snakemake", "-j", "1", "data/synth/lm"], "dvc": ["dvc", "repro", "lm"]}[tool]
     proc = run(cmd, cwd=repo, check=False, env=TRAIN_ENV)
