@@ -10,8 +10,9 @@ evenly spaced over that order so short and long batches are both represented (co
 timed batches rarely share a Parquet row group, as in the shuffled epochs after the first).
 
 - train_audio_s_per_s: audio seconds (real, not padded) trained per second by full steps as
-  train.py runs them: the DataLoader (UtteranceDataset + collate: FLAC decoded from the
-  Parquet manifest, log-mel, normalisation, padding) feeding forward, CTC loss, backward,
+  train.py runs them: the DataLoader (UtteranceDataset + collate: samples read from the
+  Parquet manifest's row groups -- a copy with manifest.audio_codec pcm16, a FLAC decode
+  with flac --, log-mel, normalisation, padding) feeding forward, CTC loss, backward,
   gradient clipping, AdamW and scheduler steps. Dev evaluation and checkpoints, which the
   train stage's own train_audio_s_per_s includes, are not.
 - padding_fraction: 1 - real audio / padded audio over all the epoch's batches, as train.py

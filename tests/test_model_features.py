@@ -18,6 +18,22 @@ def test_logmel_shape_and_stats(tmp_path):
     assert len(s["mean"]) == 40 and s["frames"] == feats.shape[0] and min(s["std"]) > 0
 
 
+def test_logmel_is_torchaudios_log_mel_spectrogram():
+    """LogMel computes the power and applies the filterbank its own (faster) way: the features
+    are still torchaudio's HTK log-mel spectrogram, for one waveform or a batch."""
+    import torchaudio
+    cfg = FeatureConfig()
+    x = torch.from_numpy(np.random.default_rng(3).normal(0, 0.1, (2, 20_800)).astype(np.float32))
+    ref = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
+                                               n_mels=80, power=2.0)
+    fe = LogMel(cfg)
+    for wav in (x[0], x):
+        want = torch.log(ref(wav) + 1e-6).transpose(-1, -2)
+        got = fe(wav)
+        assert got.shape == want.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_model_output_lengths_match():
     cfg = ModelConfig(n_mels=40, vocab_size=30, conv_channels=4, rnn_layers=2, rnn_hidden=16)
     m = DeepSpeech2(cfg).eval()

@@ -384,9 +384,13 @@ class ManifestAudio:
     """Decoded waveforms of a Parquet manifest's rows, by row index.
 
     When the manifest carries the encoded audio, a row is decoded from its row group,
-    read whole (one sequential read) and kept in a small cache, so walking rows in file
-    or batch order reads each group about once; otherwise the row's file is opened.
-    Safe to use from forked DataLoader workers (each process opens its own handle).
+    read whole from the memory-mapped file and kept, as an Arrow array, in a small cache:
+    a row's bytes are a zero-copy view of it, so walking rows in file or batch order
+    reads each group about once and copies each row once, into its float32 samples.
+    The row group is the unit of reading, so its size (``manifest.row_group_rows``) sets
+    how much is read for a batch that needs only some of its rows. Otherwise the row's
+    file is opened. Safe to use from forked DataLoader workers (each process opens its
+    own handle).
     """
 
     def __init__(self, path: str | Path, sample_rate: int, cache_groups: int = 4):
@@ -406,7 +410,7 @@ class ManifestAudio:
         self._starts = [sum(sizes[:g]) for g in range(len(sizes))]
         self._file: pq.ParquetFile | None = None
         self._pid = -1
-        self._cache: dict[int, list[bytes]] = {}
+        self._cache: dict[int, pa.BinaryArray] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -414,19 +418,20 @@ class ManifestAudio:
     def _group_of(self, i: int) -> int:
         return bisect.bisect_right(self._starts, i) - 1
 
-    def encoded(self, i: int) -> bytes:
-        """Row ``i``'s encoded audio (from the Parquet row group, else the file)."""
+    def encoded(self, i: int) -> bytes | pa.Buffer:
+        """Row ``i``'s encoded audio: a read-only view into its cached row group (any
+        bytes-like use), else the file's bytes."""
         if not self.embedded:
             with open(self.paths[i], "rb") as f:
                 return f.read()
         if self._pid != os.getpid():
-            self._file, self._pid, self._cache = pq.ParquetFile(self.path), os.getpid(), {}
+            self._file, self._pid, self._cache = pq.ParquetFile(self.path, memory_map=True), os.getpid(), {}
         g = self._group_of(i)
         if g not in self._cache:
             if len(self._cache) >= self.cache_groups:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[g] = self._file.read_row_group(g, columns=[AUDIO]).column(0).to_pylist()
-        return self._cache[g][i - self._starts[g]]
+            self._cache[g] = self._file.read_row_group(g, columns=[AUDIO]).column(0).combine_chunks()
+        return self._cache[g][i - self._starts[g]].as_buffer()
 
     def __getitem__(self, i: int):
         from asrflow.features import load_audio

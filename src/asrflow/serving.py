@@ -206,7 +206,7 @@ class AsrflowModel(mlflow.pyfunc.PythonModel):
         self.tokens: list[str] = list(ckpt["vocab"])
         self.sample_rate: int = int(self.fe.cfg.sample_rate)
         # the centred STFT reflect-pads n_fft // 2 samples on each side: shorter input cannot be padded
-        self.min_samples: int = int(self.fe.mel.n_fft) // 2 + 1
+        self.min_samples: int = int(self.fe.n_fft) // 2 + 1
         self.search = BeamSearch(self.tokens, lm_dir, self.settings.beam_config())
         self.search.set_weights(self.settings.alpha, self.settings.beta)
 

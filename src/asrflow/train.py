@@ -38,7 +38,7 @@ from asrflow.text import Tokenizer, read_vocab
 
 def utterance_features(wav: np.ndarray, fe: LogMel, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Normalised log-mel features (frames, n_mels) of one decoded waveform."""
-    return (fe(torch.from_numpy(wav)) - mean) / std
+    return fe(torch.from_numpy(wav)).sub_(mean).div_(std)
 
 
 class UtteranceDataset(torch.utils.data.Dataset):
