@@ -410,7 +410,7 @@ class ManifestAudio:
         self._starts = [sum(sizes[:g]) for g in range(len(sizes))]
         self._file: pq.ParquetFile | None = None
         self._pid = -1
-        self._cache: dict[int, pa.BinaryArray] = {}
+        self._cache: dict[int, pa.ChunkedArray] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -430,7 +430,7 @@ class ManifestAudio:
         if g not in self._cache:
             if len(self._cache) >= self.cache_groups:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[g] = self._file.read_row_group(g, columns=[AUDIO]).column(0).combine_chunks()
+            self._cache[g] = self._file.read_row_group(g, columns=[AUDIO]).column(0)  # >2 GB: several chunks
         return self._cache[g][i - self._starts[g]].as_buffer()
 
     def __getitem__(self, i: int):
