@@ -4,7 +4,7 @@
 #   snakemake -j 8 reports/librispeech_wer.md    # LibriSpeech from the mirrors in params.yaml
 #   snakemake --report reports/synth_report.html # Snakemake's HTML report of a finished run
 #
-# Inputs, outputs and commands come from src/asrflow/pipeline.py, the same definition
+# Inputs, outputs and commands come from src/asrflow/pipeline/definition.py, the same definition
 # dvc.yaml is generated from, so the two orchestrators run identical commands. What lives
 # here is what only Snakemake has: logs, benchmarks, threads and resources.
 
@@ -13,8 +13,8 @@ import uuid
 
 from snakemake.exceptions import WorkflowError
 
-from asrflow import pipeline as P
-from asrflow.config import ParamsError, validate_params
+from asrflow.pipeline import definition as P
+from asrflow.pipeline.config import ParamsError, validate_params
 
 configfile: "params.yaml"
 try:  # the schema (src/asrflow/params.schema.yaml) and what it cannot express, before any job runs

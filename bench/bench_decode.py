@@ -13,7 +13,7 @@ defines (default 45 x 8). The pipeline's outputs are made first if missing
   (tune.workers: all cores), one run each;
 - grid_speedup_vs_pyctcdecode_one_core: the same with ours on one worker;
 - grid_wer_diff_vs_pyctcdecode: our best grid WER - pyctcdecode's best grid WER, in
-  percentage points (negative = ours better), both scored by asrflow.metrics;
+  percentage points (negative = ours better), both scored by asrflow.scoring.metrics;
 - grid_amortization: our N-point grid on one worker / (N x the mean time of one point
   decoded alone, LM load and lexicon trie included), over a stride sample of points;
 - grid_parallel_speedup: our grid on 1 worker / on all cores (medians of --repeats).
@@ -41,12 +41,12 @@ from pathlib import Path
 import numpy as np
 from corpus import REPO, emit, median
 
-from asrflow.config import load_params
-from asrflow.decode import BeamConfig, compute_logprobs
-from asrflow.metrics import best_point, corpus_rates
-from asrflow.text import BLANK, SPACE
-from asrflow.train import checkpoint_vocab
-from asrflow.tune import grid_from_params, run_grid, search_config
+from asrflow.pipeline.config import load_params
+from asrflow.decode.beam import BeamConfig, compute_logprobs
+from asrflow.scoring.metrics import best_point, corpus_rates
+from asrflow.text.vocab import BLANK, SPACE
+from asrflow.train.loop import checkpoint_vocab
+from asrflow.decode.search import grid_from_params, run_grid, search_config
 
 
 def ensure_pipeline_outputs(dataset: str) -> None:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from corpus import REPO, emit, make_corpus, make_sources, median
 
-from asrflow.config import load_params
-from asrflow.manifest import ManifestConfig, write_manifests
+from asrflow.pipeline.config import load_params
+from asrflow.data.manifest import ManifestConfig, write_manifests
 
 import soundfile as sf
 
@@ -76,8 +76,8 @@ def tree_rss_mb(root_pid: int) -> float:
 
 
 def peak_rss_build(raw: Path, out: Path) -> tuple[float, float, dict]:
-    code = ("import json, sys; from asrflow.config import load_params; "
-            "from asrflow.manifest import ManifestConfig, write_manifests; "
+    code = ("import json, sys; from asrflow.pipeline.config import load_params; "
+            "from asrflow.data.manifest import ManifestConfig, write_manifests; "
             f"m = write_manifests({str(raw)!r}, {{'train': ['train']}}, {str(out)!r}, "
             f"ManifestConfig.from_params(load_params({str(REPO / 'params.yaml')!r}))); print(json.dumps(m))")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from asrflow.repro import copy_project, product_digests  # noqa: E402
+from repro import copy_project, product_digests  # noqa: E402
 from corpus import emit  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from asrflow.synth import Speaker, Utterance, synthesize  # noqa: E402
-from asrflow.synth_text import generate_splits  # noqa: E402
+from asrflow.data.synth import Speaker, Utterance, synthesize  # noqa: E402
+from asrflow.data.synth_text import generate_splits  # noqa: E402
 
 
 def make_sources(out: Path, count: int, sentences_per_file: int = 4, seed: int = 7) -> list[tuple[Path, str]]:

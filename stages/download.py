@@ -4,8 +4,8 @@ Either way the product is a directory of archives plus checksums.json; the manif
 stage extracts them.
 """
 
-from asrflow.config import dataset_splits
-from asrflow.stagekit import Context, main
+from asrflow.pipeline.config import dataset_splits
+from asrflow.pipeline.stagekit import Context, main
 
 
 def add_args(p):
@@ -18,7 +18,7 @@ def run(ctx: Context) -> dict:
     subsets = [s for v in dataset_splits(ctx.params, ctx.dataset).values() for s in v]
     cfg = ctx.params["download"][ctx.dataset]
     if ctx.dataset == "synth":
-        from asrflow.synth import generate_corpus
+        from asrflow.data.synth import generate_corpus
 
         def progress(done: int, total: int) -> None:
             if done % 500 == 0 or done == total:
@@ -30,7 +30,7 @@ def run(ctx: Context) -> dict:
         return generate_corpus(cfg, ctx.params["seed"], ctx.args.out,
                                sample_rate=ctx.params["features"]["sample_rate"], workers=cfg["workers"],
                                progress=progress)
-    from asrflow.librispeech import download_librispeech
+    from asrflow.data.librispeech import download_librispeech
     sizes = download_librispeech(subsets, cfg["mirrors"], ctx.args.store, ctx.args.out, lm_corpus=cfg["lm_corpus"],
                                  checksums=cfg["checksums"], timeout=cfg["timeout_s"], retries=cfg["retries"])
     return {"files": len(sizes), "gigabytes": round(sum(sizes.values()) / 1e9, 3)}

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from asrflow.config import eval_splits
-from asrflow.decode import BeamConfig, BeamSearch, compute_logprobs, greedy_decode
-from asrflow.metrics import char_errors, corpus_rates, word_errors
-from asrflow.scoring import wer_by_duration, write_errs, write_recogs, write_wer_summary
-from asrflow.stagekit import Context, main, write_csv
-from asrflow.text import Tokenizer
-from asrflow.train import checkpoint_vocab
+from asrflow.pipeline.config import eval_splits
+from asrflow.decode.beam import BeamConfig, BeamSearch, compute_logprobs, greedy_decode
+from asrflow.scoring.metrics import char_errors, corpus_rates, word_errors
+from asrflow.scoring.results import wer_by_duration, write_errs, write_recogs, write_wer_summary
+from asrflow.pipeline.stagekit import Context, main, write_csv
+from asrflow.text.vocab import Tokenizer
+from asrflow.train.loop import checkpoint_vocab
 
 SETTINGS = ("greedy", "beam_lm")  # decoding settings, as named in the result files
 

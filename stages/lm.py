@@ -3,10 +3,10 @@ with their perplexity on the dev transcripts."""
 
 from pathlib import Path
 
-from asrflow.lm import LMConfig, build_lm, corpus_lines, find_corpus, perplexity
-from asrflow.manifest import read_manifest
-from asrflow.stagekit import Context, main
-from asrflow.text import SPACE, BLANK, read_vocab
+from asrflow.text.lm import LMConfig, build_lm, corpus_lines, find_corpus, perplexity
+from asrflow.data.manifest import read_manifest
+from asrflow.pipeline.stagekit import Context, main
+from asrflow.text.vocab import SPACE, BLANK, read_vocab
 
 
 def add_args(p):

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from asrflow.archives import extract_archives
-from asrflow.config import dataset_splits
-from asrflow.manifest import ManifestConfig, write_manifests
-from asrflow.stagekit import Context, main
+from asrflow.data.archives import extract_archives
+from asrflow.pipeline.config import dataset_splits
+from asrflow.data.manifest import ManifestConfig, write_manifests
+from asrflow.pipeline.stagekit import Context, main
 
 
 def add_args(p):

@@ -8,8 +8,8 @@ this stage's MLflow run and registered as ``asrflow-<dataset>`` (a new version p
 import json
 from pathlib import Path
 
-from asrflow.serving import DecoderSettings, package_model
-from asrflow.stagekit import Context, main
+from asrflow.serve.model import DecoderSettings, package_model
+from asrflow.pipeline.stagekit import Context, main
 
 
 def add_args(p):

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from asrflow.config import eval_splits
-from asrflow.lineage import HashCache, lineage
-from asrflow.pipeline import REPORT_FILES
-from asrflow.report import load_json, read_csv, write_report
-from asrflow.scoring import top_errors
-from asrflow.stagekit import Context, main
-from asrflow.tracking import flatten, previous_runs, safe_params
+from asrflow.pipeline.config import eval_splits
+from asrflow.pipeline.lineage import HashCache, lineage
+from asrflow.pipeline.definition import REPORT_FILES
+from asrflow.evaluate.report import load_json, read_csv, write_report
+from asrflow.scoring.results import top_errors
+from asrflow.pipeline.stagekit import Context, main
+from asrflow.pipeline.tracking import flatten, previous_runs, safe_params
 
 STAGES = ("manifest", "lm", "train", "tune", "evaluate", "register")
 

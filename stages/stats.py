@@ -1,8 +1,8 @@
 """Stage 'stats': per-mel-bin mean/std over a seeded sample of the training manifest."""
 
-from asrflow.features import FeatureConfig, compute_stats
-from asrflow.manifest import ManifestAudio, read_manifest
-from asrflow.stagekit import Context, main, write_json
+from asrflow.features.logmel import FeatureConfig, compute_stats
+from asrflow.data.manifest import ManifestAudio, read_manifest
+from asrflow.pipeline.stagekit import Context, main, write_json
 
 
 def add_args(p):

@@ -3,9 +3,9 @@
 import csv
 import dataclasses
 
-from asrflow.features import FeatureConfig
-from asrflow.stagekit import Context, main
-from asrflow.train import train
+from asrflow.features.logmel import FeatureConfig
+from asrflow.pipeline.stagekit import Context, main
+from asrflow.train.loop import train
 
 
 def add_args(p):

@@ -3,13 +3,13 @@
 import time
 from pathlib import Path
 
-from asrflow.decode import compute_logprobs, greedy_decode
-from asrflow.metrics import best_point, corpus_rates
-from asrflow.report import plot_surface
-from asrflow.stagekit import Context, main, write_csv, write_json
-from asrflow.text import Tokenizer
-from asrflow.train import checkpoint_vocab
-from asrflow.tune import grid_from_params, run_grid, search_config
+from asrflow.decode.beam import compute_logprobs, greedy_decode
+from asrflow.scoring.metrics import best_point, corpus_rates
+from asrflow.evaluate.report import plot_surface
+from asrflow.pipeline.stagekit import Context, main, write_csv, write_json
+from asrflow.text.vocab import Tokenizer
+from asrflow.train.loop import checkpoint_vocab
+from asrflow.decode.search import grid_from_params, run_grid, search_config
 
 
 def add_args(p):

@@ -1,8 +1,8 @@
 """Stage 'vocab': the character vocabulary of the training transcripts."""
 
-from asrflow.manifest import read_manifest
-from asrflow.stagekit import Context, main
-from asrflow.text import build_vocab, write_vocab
+from asrflow.data.manifest import read_manifest
+from asrflow.pipeline.stagekit import Context, main
+from asrflow.text.vocab import build_vocab, write_vocab
 
 
 def add_args(p):

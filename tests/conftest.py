@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrflow.repro import copy_project
+from repro import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from asrflow.lineage import RUN_WRITTEN
+from asrflow.pipeline.lineage import RUN_WRITTEN
 
 # What a run from clean must reproduce byte for byte (per dataset).
 PRODUCTS = ["data/{d}/archives", "data/{d}/manifests", "data/{d}/stats.json", "data/{d}/vocab.txt",
@@ -36,7 +36,7 @@ def _drop_volatile(m: Any) -> Any:
 def comparable_report(text: str) -> str:
     """The report without what differs between identical runs: its timing, lineage, history and
     model-registry sections, the training wall-time line, and the commit/hash/run ids in tables."""
-    from asrflow.report import VOLATILE_SECTIONS
+    from asrflow.evaluate.report import VOLATILE_SECTIONS
 
     keep, skipping = [], False
     for line in text.splitlines():

@@ -10,9 +10,9 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asrflow import pipeline as P
-from asrflow.lineage import lock_hashes
-from asrflow.repro import product_digests
+from asrflow.pipeline import definition as P
+from asrflow.pipeline.lineage import lock_hashes
+from repro import product_digests
 from conftest import copy_repo, run, tiny_params
 
 STAGES = [s.name for s in P.STAGES]

@@ -1,7 +1,7 @@
 """The MLflow UI, in a real browser, shows the runs the pipeline's tracking code writes.
 
 A fresh SQLite store gets ``train``, ``tune`` and ``evaluate`` runs through
-:class:`asrflow.tracking.StageRun`; ``mlflow server`` serves it on 127.0.0.1 and Debian's
+:class:`asrflow.pipeline.tracking.StageRun`; ``mlflow server`` serves it on 127.0.0.1 and Debian's
 headless Chromium (``make system-deps``) renders the experiment's runs table and the evaluate
 run's page. Screenshots go to ``test-artifacts/`` (or ``$ASRFLOW_TEST_ARTIFACTS``).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asrflow.tracking import StageRun
+from asrflow.pipeline.tracking import StageRun
 from mlflow_browser import (artifacts_dir, assert_png, check_pipeline_runs_in_ui, chromium_binary,
                             displayed_metric, metrics_visible, mlflow_server, runs_visible, visible_text)
 

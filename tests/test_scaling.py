@@ -12,7 +12,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asrflow import pipeline as P
+from asrflow.pipeline import definition as P
 from conftest import REPO, copy_repo, run, tiny_params
 from mlflow_browser import free_port, serving
 

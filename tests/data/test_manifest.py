@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from asrflow.features import load_audio
-from asrflow.geometry import ctc_min_frames
-from asrflow.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
+from asrflow.features.logmel import load_audio
+from asrflow.features.geometry import ctc_min_frames
+from asrflow.data.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
 
 # 10 ms hop, conv time strides 3 and 1 (kernel 5): 30 ms per model frame, as the defaults
 CFG = ManifestConfig(min_duration=0.3, max_duration=5.0, allowed_chars="abcdefghijklmnopqrstuvwxyz'",
@@ -61,7 +61,7 @@ def test_ctc_min_frames_counts_repeats():
 @pytest.mark.parametrize("frames", [1, 7, 100, 333])
 def test_model_frames_match_the_model(frames):
     import torch
-    from asrflow.model import DeepSpeech2, ModelConfig
+    from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
     m = DeepSpeech2(ModelConfig(n_mels=16, vocab_size=5, conv_channels=2, conv_strides=[(2, 3), (2, 1)],
                                 rnn_layers=1, rnn_hidden=4))
     samples = (frames - 1) * 160

@@ -1,4 +1,4 @@
-"""Tests for asrflow.synth_text (the seeded synthetic sentence generator)."""
+"""Tests for asrflow.data.synth_text (the seeded synthetic sentence generator)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import asrflow
-from asrflow import synth_text
-from asrflow.synth_text import SentenceGenerator, generate_splits, sentence_words, vocabulary
+from asrflow.data import synth_text
+from asrflow.data.synth_text import SentenceGenerator, generate_splits, sentence_words, vocabulary
 
 WORD_RE = re.compile(r"^[a-z']+$")
 SIZES = {"train": 2000, "dev": 200, "test": 200, "lm": 20000}
@@ -48,7 +48,7 @@ def test_global_random_state_irrelevant() -> None:
 
 _CHILD = (
     "import json\n"
-    "from asrflow.synth_text import generate_splits, vocabulary\n"
+    "from asrflow.data.synth_text import generate_splits, vocabulary\n"
     "print(json.dumps({'splits': generate_splits({'a': 300, 'b': 50}, 99), 'vocab': vocabulary()}))\n"
 )
 

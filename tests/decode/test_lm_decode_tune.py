@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import asrflow.tune as tune_mod
-from asrflow.decode import BeamConfig, BeamSearch, DecodeSetupError, greedy_decode
-from asrflow.lm import LMConfig, LMError, build_lm, normalize_line, perplexity, run_lmplz
-from asrflow.synth_text import generate_splits
-from asrflow.text import BLANK, SPACE, Tokenizer
-from asrflow.metrics import best_point
-from asrflow.tune import grid_from_params, make_grid, run_grid
+import asrflow.decode.search as tune_mod
+from asrflow.decode.beam import BeamConfig, BeamSearch, DecodeSetupError, greedy_decode
+from asrflow.text.lm import LMConfig, LMError, build_lm, normalize_line, perplexity, run_lmplz
+from asrflow.data.synth_text import generate_splits
+from asrflow.text.vocab import BLANK, SPACE, Tokenizer
+from asrflow.scoring.metrics import best_point
+from asrflow.decode.search import grid_from_params, make_grid, run_grid
 from conftest import REPO
 
 TOKENS = [BLANK, SPACE] + list("abcdefghijklmnopqrstuvwxyz'")
@@ -116,7 +116,7 @@ def test_lmplz_out_of_memory_names_the_setting(tmp_path):
     # a real allocation failure: lmplz asked for 4 GB of sort memory under a 1.5 GB address-space limit
     code = ("import resource, sys; from pathlib import Path\n"
             "resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))\n"
-            "from asrflow.lm import LMConfig, LMError, run_lmplz\n"
+            "from asrflow.text.lm import LMConfig, LMError, run_lmplz\n"
             "try:\n"
             f"    run_lmplz(Path({str(_text_file(tmp_path))!r}), Path({str(tmp_path / 'x.arpa')!r}), 3, LMConfig(memory='4G'))\n"
             "except LMError as e:\n"

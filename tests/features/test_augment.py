@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from asrflow.augment import SCHEMA, AugmentConfig, Augmenter, NoiseStep, SpecAugmentStep, utterance_rng
+from asrflow.features.augment import SCHEMA, AugmentConfig, Augmenter, NoiseStep, SpecAugmentStep, utterance_rng
 
 SR = 16000
 EXAMPLE = [

@@ -1,6 +1,6 @@
 """params.yaml as shipped; wrong and hostile params are tests/reliability/test_hostile_input.py."""
 
-from asrflow.config import eval_splits, load_params
+from asrflow.pipeline.config import eval_splits, load_params
 from conftest import REPO
 
 

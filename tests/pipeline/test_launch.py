@@ -1,4 +1,4 @@
-"""asrflow.launch: placeholders filled word by word, and torchrun's shape from a Slurm allocation."""
+"""asrflow.pipeline.launch: placeholders filled word by word, and torchrun's shape from a Slurm allocation."""
 
 import shlex
 import subprocess
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from asrflow import pipeline as P
-from asrflow.config import ParamsError, load_params
-from asrflow.launch import expand_hostlist, render, slurm_overrides
+from asrflow.pipeline import definition as P
+from asrflow.pipeline.config import ParamsError, load_params
+from asrflow.pipeline.launch import expand_hostlist, render, slurm_overrides
 from conftest import REPO
 
 
@@ -49,7 +49,7 @@ def test_multi_node_launch_runs_one_torchrun_per_node_through_srun(tmp_path):
     fake.chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_JOB_NUM_NODES": "2",
            "SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_NODELIST": "gpu[07-08]"}
-    proc = subprocess.run([sys.executable, "-m", "asrflow.launch", "--dataset", "librispeech",
+    proc = subprocess.run([sys.executable, "-m", "asrflow.pipeline.launch", "--dataset", "librispeech",
                            P.stage("train").cmd], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     words = shlex.split(proc.stdout)

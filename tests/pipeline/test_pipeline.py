@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from asrflow import pipeline as P
+from asrflow.pipeline import definition as P
 from conftest import REPO, run
 
 

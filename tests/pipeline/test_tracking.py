@@ -1,4 +1,4 @@
-from asrflow.tracking import flatten, redact, safe_params
+from asrflow.pipeline.tracking import flatten, redact, safe_params
 
 
 def test_flatten():

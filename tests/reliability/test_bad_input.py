@@ -8,8 +8,8 @@ import tarfile
 
 import pandas as pd
 
-from asrflow.archives import hash_file, read_checksums, write_checksums
-from asrflow.manifest import REASONS, read_manifest, write_manifests
+from asrflow.data.archives import hash_file, read_checksums, write_checksums
+from asrflow.data.manifest import REASONS, read_manifest, write_manifests
 from conftest import TRAIN_ENV, run
 from test_manifest import CFG, tone
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from asrflow.archives import DownloadError, extract_archives
-from asrflow.librispeech import LM_CORPUS, SUBSETS, download_librispeech
+from asrflow.data.archives import DownloadError, extract_archives
+from asrflow.data.librispeech import LM_CORPUS, SUBSETS, download_librispeech
 
 
 def make_archive(members: dict[str, bytes], symlink: str | None = None, special: bytes | None = None) -> bytes:
@@ -40,7 +40,7 @@ def make_archive(members: dict[str, bytes], symlink: str | None = None, special:
 
 def _spoken_flac() -> bytes:
     """A real FLAC: espeak-ng + sox, as the synth corpus is made."""
-    from asrflow.synth import Speaker, Utterance, synthesize
+    from asrflow.data.synth import Speaker, Utterance, synthesize
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "u.flac"
         synthesize(Utterance(Speaker(1, "en-us", "m1", "dev"), "dev", 2, 0, "hello", 160, 50), path)
@@ -239,7 +239,7 @@ def test_killed_extraction_leaves_no_half_subset(tmp_path):
     (arch / "dev-clean.tar.gz").write_bytes(archive)
     (arch / "checksums.json").write_text(json.dumps({"dev-clean.tar.gz": {"sha256": sha(archive)[7:]}}))
     raw = tmp_path / "raw"
-    code = f"from pathlib import Path; from asrflow.archives import extract_archives; " \
+    code = f"from pathlib import Path; from asrflow.data.archives import extract_archives; " \
            f"extract_archives(Path({str(arch)!r}), Path({str(raw)!r}))"
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from asrflow.config import ParamsError, load_params, validate_params
-from asrflow.tracking import StageRun
+from asrflow.pipeline.config import ParamsError, load_params, validate_params
+from asrflow.pipeline.tracking import StageRun
 from conftest import REPO, TRAIN_ENV, data_params, edit_params, run, tiny_params
 from mlflow_browser import free_port, serving
 from test_orchestration_faults import clone

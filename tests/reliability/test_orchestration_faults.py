@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrflow.repro import product_digests
+from repro import product_digests
 from conftest import TRAIN_ENV, data_params, run
 from test_training_faults import kill_at
 

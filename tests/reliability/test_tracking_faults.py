@@ -40,7 +40,7 @@ def test_eight_parallel_stage_processes_lose_no_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     code = textwrap.dedent(f"""
         import sys
-        from asrflow.tracking import StageRun
+        from asrflow.pipeline.tracking import StageRun
         r = StageRun(f"stage{{sys.argv[1]}}", "synth", {{"tracking_uri": "{uri}", "artifact_root": "{tmp_path}/art"}})
         r.log_params({{"i": sys.argv[1]}})
         r.log_metrics({{"x": float(sys.argv[1])}})

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from asrflow.metrics import align, align_counts, char_errors, corpus_rates, word_errors
-from asrflow.scoring import top_errors, wer_by_duration, write_errs, write_recogs, write_wer_summary
+from asrflow.scoring.metrics import align, align_counts, char_errors, corpus_rates, word_errors
+from asrflow.scoring.results import top_errors, wer_by_duration, write_errs, write_recogs, write_wer_summary
 
 jiwer = pytest.importorskip("jiwer")
 

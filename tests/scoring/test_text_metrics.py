@@ -3,8 +3,8 @@ import random
 import jiwer
 import pytest
 
-from asrflow.metrics import char_errors, corpus_rates, word_errors
-from asrflow.text import BLANK, SPACE, Tokenizer, build_vocab, normalize, read_vocab, write_vocab
+from asrflow.scoring.metrics import char_errors, corpus_rates, word_errors
+from asrflow.text.vocab import BLANK, SPACE, Tokenizer, build_vocab, normalize, read_vocab, write_vocab
 
 
 def test_vocab_roundtrip_and_threshold(tmp_path):

@@ -22,13 +22,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from asrflow.cli import main
-from asrflow.decode import BeamSearch, compute_logprobs
-from asrflow.features import FeatureConfig
-from asrflow.lm import LMConfig, build_lm
-from asrflow.model import DeepSpeech2, ModelConfig
-from asrflow.serving import (AsrflowModel, DecoderSettings, ModelLoadError, convert_audio, load_transcriber,
+from asrflow.decode.beam import BeamSearch, compute_logprobs
+from asrflow.features.logmel import FeatureConfig
+from asrflow.text.lm import LMConfig, build_lm
+from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
+from asrflow.serve.model import (AsrflowModel, DecoderSettings, ModelLoadError, convert_audio, load_transcriber,
                              package_model, prepare_audio)
-from asrflow.text import BLANK, SPACE
+from asrflow.text.vocab import BLANK, SPACE
 from conftest import REPO
 
 TOKENS = [BLANK, SPACE] + list("abcdefghijklmnopqrstuvwxyz'")

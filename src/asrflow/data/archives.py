@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asrflow import progress
+from asrflow.common import progress
 
 CHUNK = 1 << 20
 ALGOS = ("md5", "sha256")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from asrflow.archives import DownloadError, fetch_verified, link_or_copy, parse_sums, write_checksums
+from asrflow.data.archives import DownloadError, fetch_verified, link_or_copy, parse_sums, write_checksums
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ import soundfile as sf
 from soundfile import _ffi, _snd  # libsndfile's C API, as soundfile binds it
 from tqdm import tqdm
 
-from asrflow.geometry import conv_output_length, ctc_min_frames
-from asrflow.text import normalize
+from asrflow.features.geometry import conv_output_length, ctc_min_frames
+from asrflow.text.vocab import normalize
 
 COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset"]
 AUDIO = "audio"
@@ -434,7 +434,7 @@ class ManifestAudio:
         return self._cache[g][i - self._starts[g]].as_buffer()
 
     def __getitem__(self, i: int):
-        from asrflow.features import load_audio
+        from asrflow.features.logmel import load_audio
         if not self.embedded:
             return load_audio(self.paths[i], self.sample_rate)
         if self.codec == "pcm16":  # soundfile's own int16 -> float32 scaling: the same samples bit for bit

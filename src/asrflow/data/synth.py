@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asrflow.archives import gzip_text, hash_file, pack_tree, write_checksums
-from asrflow.synth_text import generate_splits
+from asrflow.data.archives import gzip_text, hash_file, pack_tree, write_checksums
+from asrflow.data.synth_text import generate_splits
 
 
 @dataclass(frozen=True)

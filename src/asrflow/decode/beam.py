@@ -26,9 +26,9 @@ from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconD
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
 
-from asrflow.text import BLANK, SPACE, Tokenizer
-from asrflow.manifest import ManifestAudio, read_manifest
-from asrflow.train import load_checkpoint, utterance_features
+from asrflow.text.vocab import BLANK, SPACE, Tokenizer
+from asrflow.data.manifest import ManifestAudio, read_manifest
+from asrflow.train.loop import load_checkpoint, utterance_features
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Alpha/beta grid search for the beam-search decoder on cached dev log-probs.
 
-The acoustic model runs once (see :func:`asrflow.decode.compute_logprobs`); each worker
+The acoustic model runs once (see :func:`asrflow.decode.beam.compute_logprobs`); each worker
 process loads the KenLM model and lexicon trie once, then decodes every grid point it
 is given. Serial and parallel runs produce the same table.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from asrflow.decode import BeamConfig, BeamSearch
-from asrflow.metrics import corpus_rates
+from asrflow.decode.beam import BeamConfig, BeamSearch
+from asrflow.scoring.metrics import corpus_rates
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from asrflow.metrics import best_point  # noqa: E402
+from asrflow.scoring.metrics import best_point  # noqa: E402
 
 
 def read_csv(path: str | Path, numeric: bool = True) -> list[dict[str, Any]]:
@@ -216,7 +216,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
     """Write the markdown report and its PNGs (``<stem>_surface.png``, ``_curve.png``, ``_duration.png``).
 
     ``metrics`` maps stage name to that stage's metrics JSON; ``lineage`` is
-    :func:`asrflow.lineage.lineage` over ``products`` (name -> path); ``previous`` are the
+    :func:`asrflow.pipeline.lineage.lineage` over ``products`` (name -> path); ``previous`` are the
     dataset's earlier report runs from MLflow, newest first. Returns the headline figures.
     """
     out_md = Path(out_md)

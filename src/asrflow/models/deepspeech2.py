@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from asrflow.geometry import conv_output_length
+from asrflow.features.geometry import conv_output_length
 
 
 @dataclass

@@ -7,8 +7,8 @@ plots with two kinds of placeholder:
 - ``{key.path}``: a params.yaml value.
 
 Neither orchestrator pastes values into a shell line: both run
-``python -m asrflow.launch [--dataset NAME] '<command template>'``, which fills the
-placeholders in word by word and execs the command (:mod:`asrflow.launch`), so a params
+``python -m asrflow.pipeline.launch [--dataset NAME] '<command template>'``, which fills the
+placeholders in word by word and execs the command (:mod:`asrflow.pipeline.launch`), so a params
 value holding shell metacharacters stays data. The template is part of the command line,
 so DVC still sees a stage as changed when its command changes.
 
@@ -29,7 +29,7 @@ from typing import Any, Callable
 import yaml
 
 PY = "python"
-LAUNCH = "python -m asrflow.launch"
+LAUNCH = "python -m asrflow.pipeline.launch"
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,24 @@ STAGES: list[Stage] = [
           _cmd("download", f"--out {ARCH} --store downloads/{{dataset}} --metrics {MET}/download.json"),
           deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets", "download", "features.sample_rate"],
           metrics=[f"{MET}/download.json"],
-          code=[f"{LIB}/synth.py", f"{LIB}/synth_text.py", f"{LIB}/librispeech.py", f"{LIB}/archives.py"]),
+          code=[f"{LIB}/data/synth.py", f"{LIB}/data/synth_text.py", f"{LIB}/data/librispeech.py", f"{LIB}/data/archives.py"]),
     Stage("manifest",
           _cmd("manifest", f"--archives {ARCH} --raw {RAW} --out {MAN} --metrics {MET}/manifest.json"),
           deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
           # the conv front end's time geometry decides which utterances are too short for their label
           params=["datasets", "manifest", "features.sample_rate", "features.hop_ms", "train.conv_kernel",
                   "train.conv_strides"],
-          metrics=[f"{MET}/manifest.json"], code=[f"{LIB}/manifest.py", f"{LIB}/archives.py"]),
+          metrics=[f"{MET}/manifest.json"], code=[f"{LIB}/data/manifest.py", f"{LIB}/data/archives.py"]),
     Stage("stats",
           _cmd("stats", f"--manifests {MAN} --out {STATS}"),
-          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], code=[f"{LIB}/features.py"]),
+          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], code=[f"{LIB}/features/logmel.py"]),
     Stage("vocab",
           _cmd("vocab", f"--manifests {MAN} --out {VOCAB}"),
-          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], code=[f"{LIB}/text.py"]),
+          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], code=[f"{LIB}/text/vocab.py"]),
     Stage("lm",
           _cmd("lm", f"--archives {ARCH} --manifests {MAN} --vocab {VOCAB} --out {LM} --metrics {MET}/lm.json"),
           deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"],
-          metrics=[f"{MET}/lm.json"], code=[f"{LIB}/lm.py"]),
+          metrics=[f"{MET}/lm.json"], code=[f"{LIB}/text/lm.py"]),
     Stage("train",
           _cmd("train", f"--manifests {MAN} --stats {STATS} --vocab {VOCAB} --out {MODEL} "
                         f"--checkpoints checkpoints/{{dataset}} --metrics {MET}/train.json "
@@ -97,26 +97,26 @@ STAGES: list[Stage] = [
                         "--rdzv-backend=c10d --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"],
-          code=[f"{LIB}/train.py", f"{LIB}/model.py"]),
+          code=[f"{LIB}/train/loop.py", f"{LIB}/models/deepspeech2.py"]),
     Stage("tune",
           _cmd("tune", f"--manifests {MAN} --model {MODEL} --lm {LM} --cache cache/{{dataset}} --out {TUNE} "
                        f"--metrics {MET}/tune.json --plots {PLOTS}/tune_grid.csv"),
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune"],
           metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"],
-          code=[f"{LIB}/tune.py", f"{LIB}/decode.py"]),
+          code=[f"{LIB}/decode/search.py", f"{LIB}/decode/beam.py"]),
     Stage("evaluate",
           _cmd("evaluate", f"--manifests {MAN} --model {MODEL} --lm {LM} --tune {TUNE} --cache cache/{{dataset}} "
                            f"--out {EVAL} --metrics {MET}/evaluate.json --plots {PLOTS}/wer_by_duration.csv"),
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{EVAL}/"],
           params=["datasets", "decode", "evaluate"], metrics=[f"{MET}/evaluate.json"],
           plots=[f"{PLOTS}/wer_by_duration.csv"],
-          code=[f"{LIB}/decode.py", f"{LIB}/metrics.py", f"{LIB}/scoring.py"]),
+          code=[f"{LIB}/decode/beam.py", f"{LIB}/scoring/metrics.py", f"{LIB}/scoring/results.py"]),
     # The model, its LM and tuned decoder settings as one MLflow model: saved here, logged to
     # the stage's MLflow run and registered as asrflow-<dataset> (a new version per run).
     Stage("register",
           _cmd("register", f"--model {MODEL} --lm {LM} --tune {TUNE} --out {PACKAGE} --metrics {MET}/register.json"),
           deps=[f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{PACKAGE}/"], params=["decode"],
-          metrics=[f"{MET}/register.json"], code=[f"{LIB}/serving.py"]),
+          metrics=[f"{MET}/register.json"], code=[f"{LIB}/serve/model.py"]),
     # Lineage: the report states the DVC hashes of manifests, vocab, LM and model, so it depends on them.
     Stage("report",
           _cmd("report", f"--metrics-dir {MET} --plots-dir {PLOTS} --results {EVAL} --manifests {MAN} "
@@ -127,7 +127,7 @@ STAGES: list[Stage] = [
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
-          params=["evaluate.top_errors"], code=[f"{LIB}/report.py", f"{LIB}/lineage.py"]),
+          params=["evaluate.top_errors"], code=[f"{LIB}/evaluate/report.py", f"{LIB}/pipeline/lineage.py"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -156,7 +156,7 @@ def lookup(config: dict[str, Any], dotted: str) -> Any:
 
 
 def launch_cmd(name: str) -> str:
-    """The stage's command as DVC runs it (dataset from params.yaml): see :mod:`asrflow.launch`."""
+    """The stage's command as DVC runs it (dataset from params.yaml): see :mod:`asrflow.pipeline.launch`."""
     return f"{LAUNCH} {shlex.quote(stage(name).cmd)}"
 
 

@@ -2,9 +2,9 @@
 
 Both orchestrators run every stage as::
 
-    python -m asrflow.launch [--dataset NAME] '<template>'
+    python -m asrflow.pipeline.launch [--dataset NAME] '<template>'
 
-where ``<template>`` is the stage's command from :mod:`asrflow.pipeline` with placeholders
+where ``<template>`` is the stage's command from :mod:`asrflow.pipeline.definition` with placeholders
 ``{dataset}`` and ``{key.path}`` (a params.yaml value). The template is split into words
 first and the placeholders are filled in word by word, so a value such as
 ``localhost:0; touch pwned`` stays one argument instead of becoming a second command.
@@ -30,8 +30,8 @@ import shlex
 import sys
 from typing import Any
 
-from asrflow.config import ParamsError, check_dataset, load_params
-from asrflow.pipeline import lookup
+from asrflow.pipeline.config import ParamsError, check_dataset, load_params
+from asrflow.pipeline.definition import lookup
 
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
 
@@ -88,7 +88,7 @@ def render(template: str, params: dict[str, Any], dataset: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asrflow.launch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m asrflow.pipeline.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="params.yaml to read (default: %(default)s)")
     parser.add_argument("--dataset", help="dataset name (default: params.yaml's 'dataset')")
     parser.add_argument("template", help="the stage's command with {dataset} and {key.path} placeholders")

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from asrflow.config import ParamsError, check_dataset, load_params
-from asrflow.pipeline import lookup, stage
-from asrflow.tracking import StageRun, TrackingUnavailable, check_store, redact
+from asrflow.pipeline.config import ParamsError, check_dataset, load_params
+from asrflow.pipeline.definition import lookup, stage
+from asrflow.pipeline.tracking import StageRun, TrackingUnavailable, check_store, redact
 
 
 @dataclass

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from asrflow.lineage import commit_label, git_state
+from asrflow.pipeline.lineage import commit_label, git_state
 
 INVOCATION_ENV = "ASRFLOW_INVOCATION"
 ORCHESTRATORS = ("snakemake", "dvc")

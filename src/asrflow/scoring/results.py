@@ -10,8 +10,8 @@ module writes
 
 and computes two report tables: the most frequent word errors and WER by utterance
 duration. Words are whitespace-separated tokens; characters are counted on the text with
-whitespace collapsed to single spaces, as in :mod:`asrflow.metrics`, so the figures here
-equal :func:`asrflow.metrics.corpus_rates` (and jiwer) on the same texts.
+whitespace collapsed to single spaces, as in :mod:`asrflow.scoring.metrics`, so the figures here
+equal :func:`asrflow.scoring.metrics.corpus_rates` (and jiwer) on the same texts.
 
 Everything is deterministic (sorted by utterance id, counts, then text) and written as
 UTF-8 through a temporary file in the destination folder that is renamed into place, so a
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from asrflow.metrics import ErrorCounts, align, char_errors, word_errors
+from asrflow.scoring.metrics import ErrorCounts, align, char_errors, word_errors
 
 Utterance = tuple[str, str, str]
 """``(utt_id, reference, hypothesis)``."""
@@ -157,7 +157,7 @@ def write_errs(path: str | Path, utts: Iterable[Utterance], setting: str) -> dic
       alphabetical.
 
     Returns the summary: ``setting``, ``utterances``, ``wer`` and ``cer`` (percent,
-    equal to :func:`asrflow.metrics.corpus_rates`), ``words``, ``errors``, ``hits``,
+    equal to :func:`asrflow.scoring.metrics.corpus_rates`), ``words``, ``errors``, ``hits``,
     ``substitutions``, ``deletions``, ``insertions``, and for characters ``chars``,
     ``char_errors``, ``char_substitutions``, ``char_deletions``, ``char_insertions``.
     Raises ``ValueError`` on a repeated utterance id.
@@ -276,7 +276,7 @@ def wer_by_duration(durations: Sequence[float], refs: Sequence[str], hyps: Seque
     ``words`` (reference words), ``errors`` (S+D+I) and ``wer`` in percent. Every bin is
     returned, in order, even an empty one, whose ``wer`` is ``None`` (no data, as opposed
     to 0.0). A bin whose utterances all have empty references counts its errors over one
-    word, as :class:`asrflow.metrics.ErrorCounts` does.
+    word, as :class:`asrflow.scoring.metrics.ErrorCounts` does.
 
     Raises ``ValueError`` when the lengths differ, ``edges`` is empty or not strictly
     increasing, or a duration is NaN or below the first edge.

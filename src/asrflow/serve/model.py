@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from asrflow.features import AudioError, load_audio
+from asrflow.features.logmel import AudioError, load_audio
 
 if TYPE_CHECKING:
-    from asrflow.decode import BeamConfig
+    from asrflow.decode.beam import BeamConfig
 
 #: Names of the artifacts inside a packaged model (``context.artifacts`` keys); the LM
 #: files are stored under their own names (``lm.bin``, ``lexicon.txt``, ``char.bin``).
@@ -90,8 +90,8 @@ class DecoderSettings:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def beam_config(self) -> BeamConfig:
-        """The :class:`asrflow.decode.BeamConfig` part (everything but alpha and beta)."""
-        from asrflow.decode import BeamConfig
+        """The :class:`asrflow.decode.beam.BeamConfig` part (everything but alpha and beta)."""
+        from asrflow.decode.beam import BeamConfig
 
         return BeamConfig(beam_size=self.beam_size, beam_threshold=self.beam_threshold,
                           token_beam=self.token_beam, mode=self.mode)
@@ -198,8 +198,8 @@ class AsrflowModel(mlflow.pyfunc.PythonModel):
 
     def load(self, checkpoint: str | Path, lm_dir: str | Path, decoder_json: str | Path) -> None:
         """Load a checkpoint, an LM directory and decoder settings (``decoder.json``)."""
-        from asrflow.decode import BeamSearch
-        from asrflow.train import load_checkpoint
+        from asrflow.decode.beam import BeamSearch
+        from asrflow.train.loop import load_checkpoint
 
         self.settings = DecoderSettings.from_dict(json.loads(Path(decoder_json).read_text()))
         self.model, ckpt, self.fe, self.mean, self.std = load_checkpoint(checkpoint)
@@ -214,7 +214,7 @@ class AsrflowModel(mlflow.pyfunc.PythonModel):
         """(frames, vocab) float32 CTC log-probs of one waveform, as ``compute_logprobs`` makes them."""
         import torch
 
-        from asrflow.decode import utterance_logprobs
+        from asrflow.decode.beam import utterance_logprobs
 
         with torch.inference_mode():
             return utterance_logprobs(self.model, self.fe, self.mean, self.std, wav)
@@ -315,7 +315,7 @@ def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path,
     out_dir, model_pt, lm_dir = Path(out_dir).absolute(), Path(model_pt).absolute(), Path(lm_dir).absolute()
     if not model_pt.is_file():
         raise FileNotFoundError(f"checkpoint {model_pt} does not exist")
-    from asrflow.train import UnsafeCheckpoint, load_safely
+    from asrflow.train.loop import UnsafeCheckpoint, load_safely
 
     try:  # fails early on a file that is not a checkpoint
         ckpt = load_safely(model_pt)
@@ -399,7 +399,7 @@ def load_transcriber(model: str | Path) -> AsrflowModel:
                 raise ModelLoadError(f"model directory {model} does not exist")
             if not (p / "MLmodel").is_file():
                 raise ModelLoadError(f"{model} is not an MLflow model directory (no MLmodel file): pass a "
-                                     "directory written by asrflow.serving.package_model or an MLflow model URI")
+                                     "directory written by asrflow.serve.model.package_model or an MLflow model URI")
             source = str(p.absolute())
         elif RunsArtifactRepository.is_runs_uri(model):
             source = RunsArtifactRepository.get_underlying_uri(model)

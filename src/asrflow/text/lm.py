@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from asrflow.text import SPACE, normalize
+from asrflow.text.vocab import SPACE, normalize
 
 # Stand-in for words outside the top-K while lmplz counts (lmplz refuses a literal <unk>
 # in its input). Upper case cannot occur in normalised text. The ARPA's unigram for it

@@ -27,13 +27,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from asrflow.augment import AugmentConfig, Augmenter, utterance_rng
-from asrflow.features import FeatureConfig, LogMel, read_stats
-from asrflow.manifest import ManifestAudio, read_manifest
-from asrflow.metrics import corpus_rates
-from asrflow.progress import bar
-from asrflow.model import DeepSpeech2, ModelConfig, count_parameters
-from asrflow.text import Tokenizer, read_vocab
+from asrflow.features.augment import AugmentConfig, Augmenter, utterance_rng
+from asrflow.features.logmel import FeatureConfig, LogMel, read_stats
+from asrflow.data.manifest import ManifestAudio, read_manifest
+from asrflow.scoring.metrics import corpus_rates
+from asrflow.common.progress import bar
+from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
+from asrflow.text.vocab import Tokenizer, read_vocab
 
 
 def utterance_features(wav: np.ndarray, fe: LogMel, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -199,7 +199,7 @@ def _out_of_space(e: BaseException | None) -> bool:
 OPERATIONAL = ("threads", "loader_workers", "max_minutes", "checkpoint_every_steps", "keep_checkpoints", "patience", "resume",
                "log_every_steps", "rdzv_endpoint")
 
-CODE = ("train.py", "model.py", "features.py", "text.py")
+CODE = ("train/loop.py", "models/deepspeech2.py", "features/logmel.py", "text/vocab.py")
 
 
 def run_fingerprint(train_cfg: dict[str, Any], feat_cfg: FeatureConfig, seed: int, inputs: list[Path]) -> str:
@@ -208,7 +208,7 @@ def run_fingerprint(train_cfg: dict[str, Any], feat_cfg: FeatureConfig, seed: in
     h = hashlib.sha256()
     h.update(json.dumps({"train": {k: v for k, v in train_cfg.items() if k not in OPERATIONAL},
                          "features": feat_cfg.__dict__, "seed": seed}, sort_keys=True).encode())
-    here = Path(__file__).parent
+    here = Path(__file__).parents[1]
     for f in [*inputs, *(here / c for c in CODE)]:
         h.update(Path(f).read_bytes())
     return h.hexdigest()
