@@ -6,7 +6,8 @@
 #
 # Inputs, outputs and commands come from src/asrflow/pipeline/definition.py, the same definition
 # dvc.yaml is generated from, so the two orchestrators run identical commands. What lives
-# here is what only Snakemake has: logs, benchmarks, threads and resources.
+# here is what only Snakemake has: logs, benchmarks, threads and resources, set in one
+# loop over the stages.
 
 import os
 import uuid
@@ -57,114 +58,21 @@ rule all:
         f"reports/{config['dataset']}_wer.md",
 
 
-rule download:
-    input: P.smk_inputs("download")
-    output: P.smk_outputs("download", directory, report, REPORT)
-    params: values=P.smk_params("download", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/download.log"
-    benchmark: "benchmarks/{dataset}/download.tsv"
-    threads: ALL_CORES  # synth: espeak-ng processes on every core
-    resources: net=1, **P.smk_resources("download", config)  # net: one download at a time per host
-    shell: P.smk_shell("download") + " 2>&1 | tee {log}"
-
-
-rule manifest:
-    input: P.smk_inputs("manifest")
-    output: P.smk_outputs("manifest", directory, report, REPORT)
-    params: values=P.smk_params("manifest", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/manifest.log"
-    resources: **P.smk_resources("manifest", config)
-    benchmark: "benchmarks/{dataset}/manifest.tsv"
-    threads: ALL_CORES  # extraction, then header probes on every core
-    shell: P.smk_shell("manifest") + " 2>&1 | tee {log}"
-
-
-rule stats:
-    input: P.smk_inputs("stats")
-    output: P.smk_outputs("stats", directory, report, REPORT)
-    params: values=P.smk_params("stats", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/stats.log"
-    resources: **P.smk_resources("stats", config)
-    shell: P.smk_shell("stats") + " 2>&1 | tee {log}"
-
-
-rule vocab:
-    input: P.smk_inputs("vocab")
-    output: P.smk_outputs("vocab", directory, report, REPORT)
-    params: values=P.smk_params("vocab", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/vocab.log"
-    resources: **P.smk_resources("vocab", config)
-    shell: P.smk_shell("vocab") + " 2>&1 | tee {log}"
-
-
-rule lm:
-    input: P.smk_inputs("lm")
-    output: P.smk_outputs("lm", directory, report, REPORT)
-    params: values=P.smk_params("lm", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/lm.log"
-    resources: **P.smk_resources("lm", config)
-    benchmark: "benchmarks/{dataset}/lm.tsv"
-    shell: P.smk_shell("lm") + " 2>&1 | tee {log}"
-
-
-rule train:
-    input: P.smk_inputs("train")
-    output: P.smk_outputs("train", directory, report, REPORT)
-    params: values=P.smk_params("train", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/train.log"
-    benchmark: "benchmarks/{dataset}/train.tsv"
-    threads: ALL_CORES  # torch uses every core on CPU
-    resources: **P.smk_resources("train", config)  # nodes and GPUs, memory, runtime, partition
-    shell: P.smk_shell("train") + " 2>&1 | tee {log}"
-
-
-rule tune:
-    input: P.smk_inputs("tune")
-    output: P.smk_outputs("tune", directory, report, REPORT)
-    params: values=P.smk_params("tune", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/tune.log"
-    resources: **P.smk_resources("tune", config)
-    benchmark: "benchmarks/{dataset}/tune.tsv"
-    threads: ALL_CORES  # one decoder process per core
-    shell: P.smk_shell("tune") + " 2>&1 | tee {log}"
-
-
-rule evaluate:
-    input: P.smk_inputs("evaluate")
-    output: P.smk_outputs("evaluate", directory, report, REPORT)
-    params: values=P.smk_params("evaluate", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/evaluate.log"
-    resources: **P.smk_resources("evaluate", config)
-    benchmark: "benchmarks/{dataset}/evaluate.tsv"
-    shell: P.smk_shell("evaluate") + " 2>&1 | tee {log}"
-
-
-rule register:
-    input: P.smk_inputs("register")
-    output: P.smk_outputs("register", directory, report, REPORT)
-    params: values=P.smk_params("register", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/register.log"
-    resources: **P.smk_resources("register", config)
-    shell: P.smk_shell("register") + " 2>&1 | tee {log}"
-
-
-rule report:
-    input: P.smk_inputs("report")
-    output: P.smk_outputs("report", directory, report, REPORT)
-    params: values=P.smk_params("report", config)
-    conda: "envs/asrflow.yaml"
-    log: "logs/{dataset}/report.log"
-    resources: **P.smk_resources("report", config)
-    shell: P.smk_shell("report") + " 2>&1 | tee {log}"
+# One rule per stage, generated from the definition, so none can lose its log, benchmark,
+# threads or resources. Only values fixed here may use `_stage` (the shell line is evaluated
+# when the job runs: see P.SMK_SHELL).
+for _stage in P.STAGES:
+    rule:
+        name: _stage.name
+        input: P.smk_inputs(_stage.name)
+        output: P.smk_outputs(_stage.name, directory, report, REPORT)
+        params: values=P.smk_params(_stage.name, config), template=P.smk_template(_stage.name)
+        conda: "envs/asrflow.yaml"
+        log: f"logs/{{dataset}}/{_stage.name}.log"
+        benchmark: f"benchmarks/{{dataset}}/{_stage.name}.tsv"
+        threads: ALL_CORES if _stage.all_cores else 1
+        resources: **_stage.resources, **P.smk_resources(_stage.name, config)
+        shell: P.SMK_SHELL
 
 
 onsuccess:

@@ -42,10 +42,11 @@ import numpy as np
 from corpus import REPO, emit, median
 
 from asrflow.pipeline.config import load_params
-from asrflow.decode.beam import BeamConfig, compute_logprobs
+from asrflow.decode.beam import BeamConfig
+from asrflow.decode.logprobs import compute_logprobs
 from asrflow.scoring.metrics import best_point, corpus_rates
 from asrflow.text.vocab import BLANK, SPACE
-from asrflow.train.loop import checkpoint_vocab
+from asrflow.models.checkpoint import checkpoint_vocab
 from asrflow.decode.search import grid_from_params, run_grid, search_config
 
 

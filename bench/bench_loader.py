@@ -6,7 +6,7 @@
   waveforms, reading the manifest's Parquet as the manifest stage writes it by default
   (manifest.audio_codec pcm16: samples decoded once at manifest time, row groups read
   whole, asrflow.data.manifest.ManifestAudio) vs opening the same utterances' FLAC files one by
-  one (asrflow.features.logmel.load_audio on each path), same order (the manifest's), cold page
+  one (asrflow.data.audio.load_audio on each path), same order (the manifest's), cold page
   cache for both (every file evicted with posix_fadvise(DONTNEED) before each pass).
 - parquet_flac_vs_files_speedup: the same with manifest.audio_codec flac (the FLAC bytes
   in the Parquet, decoded at every read): what the Parquet layout alone is worth.
@@ -32,7 +32,7 @@ from pathlib import Path
 from corpus import REPO, emit, evict, make_corpus, make_sources, median
 
 from asrflow.pipeline.config import load_params
-from asrflow.features.logmel import load_audio
+from asrflow.data.audio import load_audio
 from asrflow.data.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # tests/repro.py: shared with the tests
 from repro import copy_project, product_digests  # noqa: E402
 from corpus import emit  # noqa: E402  (bench/ is on sys.path when run as a script)
 

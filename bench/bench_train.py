@@ -3,7 +3,7 @@
     python bench/bench_train.py [--device cpu|cuda] [--config small|default] [--batches 16]
                                 [--repeats 5] [--manifests data/synth/manifests] [--num-workers 0]
 
-Everything runs on the batches the train stage would use: asrflow.train.loop.make_batches over
+Everything runs on the batches the train stage would use: asrflow.train.batches.make_batches over
 the train manifest's durations with train.batch_frames * features.hop_ms / 1000 seconds,
 in the first epoch's (SortaGrad, shortest first) order; --batches of them are timed, taken
 evenly spaced over that order so short and long batches are both represented (consecutive
@@ -59,7 +59,7 @@ from asrflow.features.logmel import FeatureConfig, LogMel, read_stats
 from asrflow.data.manifest import ManifestAudio, read_manifest
 from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
 from asrflow.text.vocab import Tokenizer, read_vocab
-from asrflow.train.loop import UtteranceDataset, collate, epoch_batches, make_batches
+from asrflow.train.batches import UtteranceDataset, collate, epoch_batches, make_batches
 
 # tests/conftest.py::tiny_params's model (kept in step with it by hand)
 SMALL = {"conv_channels": 4, "rnn_layers": 1, "rnn_hidden": 32}
@@ -266,7 +266,7 @@ def main() -> None:
         "rate_spread": {k: round(max(v) / min(v), 2) for k, v in rates.items()},
         "padding_fraction_timed": round(1.0 - audio_s / padded_timed, 4),
         "dataloader": {"num_workers": args.num_workers, "batch_sampler": "make_batches, first-epoch order",
-                       "collate_fn": "asrflow.train.loop.collate", "pin_memory": False, "prefetch_factor": None,
+                       "collate_fn": "asrflow.train.batches.collate", "pin_memory": False, "prefetch_factor": None,
                        "persistent_workers": False, "loading_overlaps_step": args.num_workers > 0,
                        "worker_torch_threads": 1 if args.num_workers else None},
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if use_cuda else None,

@@ -3,10 +3,10 @@ with their perplexity on the dev transcripts."""
 
 from pathlib import Path
 
-from asrflow.text.lm import LMConfig, build_lm, corpus_lines, find_corpus, perplexity
 from asrflow.data.manifest import read_manifest
 from asrflow.pipeline.stagekit import Context, main
-from asrflow.text.vocab import SPACE, BLANK, read_vocab
+from asrflow.text.lm import LMConfig, build_lm, find_corpus, lm_text, perplexity
+from asrflow.text.vocab import BLANK, SPACE, read_vocab
 
 
 def add_args(p):
@@ -17,24 +17,16 @@ def add_args(p):
     p.add_argument("--metrics", required=True)
 
 
-def lm_text(ctx: Context, cfg: LMConfig):
-    """The LM's source lines, streamed: the dataset's LM corpus and/or the train transcripts."""
-    if "corpus" in cfg.sources:
-        corpus = find_corpus(Path(ctx.args.archives))
-        if corpus is None:
-            ctx.log(f"no LM corpus in {ctx.args.archives}; using the other sources only")
-        else:
-            yield from corpus_lines(corpus)
-    if "transcripts" in cfg.sources:
-        yield from read_manifest(f"{ctx.args.manifests}/train.parquet")["text"]
-
-
 def run(ctx: Context) -> dict:
-    cfg = LMConfig.from_params(ctx.params["lm"])
-    alphabet = set(read_vocab(ctx.args.vocab)) - {BLANK, SPACE}
-    metrics = build_lm(lm_text(ctx, cfg), alphabet, ctx.args.out, cfg)
-    out = Path(ctx.args.out)
-    dev = read_manifest(f"{ctx.args.manifests}/dev.parquet")["text"].tolist()
+    a, cfg = ctx.args, LMConfig.from_params(ctx.params["lm"])
+    corpus = find_corpus(Path(a.archives))
+    if corpus is None and "corpus" in cfg.sources:
+        ctx.log(f"no LM corpus in {a.archives}; using the other sources only")
+    transcripts = read_manifest(f"{a.manifests}/train.parquet")["text"] if "transcripts" in cfg.sources else []
+    alphabet = set(read_vocab(a.vocab)) - {BLANK, SPACE}
+    metrics = build_lm(lm_text(cfg, corpus, transcripts), alphabet, a.out, cfg)
+    out = Path(a.out)
+    dev = read_manifest(f"{a.manifests}/dev.parquet")["text"].tolist()
     metrics.update({f"dev_{k}": v for k, v in perplexity(out / "lm.bin", dev).items()})
     if cfg.char_order:
         metrics.update({f"char_dev_{k}": v for k, v in perplexity(out / "char.bin", dev, chars=True).items()})

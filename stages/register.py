@@ -8,7 +8,8 @@ this stage's MLflow run and registered as ``asrflow-<dataset>`` (a new version p
 import json
 from pathlib import Path
 
-from asrflow.serve.model import DecoderSettings, package_model
+from asrflow.serve.package import package_model
+from asrflow.serve.settings import DecoderSettings
 from asrflow.pipeline.stagekit import Context, main
 
 

@@ -2,7 +2,8 @@
 
 from asrflow.features.logmel import FeatureConfig, compute_stats
 from asrflow.data.manifest import ManifestAudio, read_manifest
-from asrflow.pipeline.stagekit import Context, main, write_json
+from asrflow.common.files import write_json
+from asrflow.pipeline.stagekit import Context, main
 
 
 def add_args(p):

@@ -1,10 +1,12 @@
-"""Stage 'train': DeepSpeech2-style CTC training (run through torchrun; DDP when several processes)."""
+"""Stage 'train': CTC training of the acoustic model (run through torchrun; DDP when several processes)."""
 
 import csv
 import dataclasses
+from pathlib import Path
 
 from asrflow.features.logmel import FeatureConfig
 from asrflow.pipeline.stagekit import Context, main
+from asrflow.train.config import TrainConfig, TrainPaths
 from asrflow.train.loop import train
 
 
@@ -20,9 +22,11 @@ def add_args(p):
 
 def run(ctx: Context) -> dict:
     a = ctx.args
-    result = train(f"{a.manifests}/train.parquet", f"{a.manifests}/dev.parquet", a.stats, a.vocab, a.out, a.plots,
-                   ctx.params["train"], FeatureConfig.from_params(ctx.params["features"]), ctx.params["seed"],
-                   a.checkpoints, log=ctx.log)
+    paths = TrainPaths(train_manifest=Path(a.manifests, "train.parquet"), dev_manifest=Path(a.manifests, "dev.parquet"),
+                       stats=Path(a.stats), vocab=Path(a.vocab), out_dir=Path(a.out), curve=Path(a.plots),
+                       checkpoint_dir=Path(a.checkpoints))
+    result = train(paths, TrainConfig.from_params(ctx.params["train"]), FeatureConfig.from_params(ctx.params["features"]),
+                   ctx.params["seed"], log=ctx.log)
     metrics = dataclasses.asdict(result)
     step_log = metrics.pop("step_log")
     if ctx.master:

@@ -19,7 +19,7 @@ MODEL_ENV = "ASRFLOW_MODEL"
 #: The pipeline's tracking store (params.yaml ``mlflow.tracking_uri``), relative to the project directory.
 PIPELINE_STORE = Path("mlruns") / "mlflow.db"
 
-_MODEL_HELP = ("a model directory written by asrflow.serve.model.package_model, or an MLflow model URI: "
+_MODEL_HELP = ("a model directory written by asrflow.serve.package.package_model, or an MLflow model URI: "
                "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH (default: $" + MODEL_ENV + ")")
 
 
@@ -54,10 +54,10 @@ def _transcribe(args: argparse.Namespace) -> int:
     prog = "asrflow transcribe"
     usage_error = args.usage_error
     if not args.model:
-        usage_error(f"no model given: pass --model PATH_OR_URI (a directory written by asrflow.serve.model.package_model, "
+        usage_error(f"no model given: pass --model PATH_OR_URI (a directory written by asrflow.serve.package.package_model, "
                     f"or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH) or set {MODEL_ENV}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from asrflow.serve.model import ModelLoadError, load_transcriber
+    from asrflow.serve.loading import ModelLoadError, load_transcriber
 
     # after the import (MLflow sets its loggers up then): warnings (e.g. a dependency version
     # differing from the packaged one) still reach stderr, its INFO chatter does not; stdout

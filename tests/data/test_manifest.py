@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from asrflow.features.logmel import load_audio
+from asrflow.data.audio import load_audio
 from asrflow.features.geometry import ctc_min_frames
 from asrflow.data.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
 

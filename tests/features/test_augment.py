@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from asrflow.features.augment import SCHEMA, AugmentConfig, Augmenter, NoiseStep, SpecAugmentStep, utterance_rng
+from asrflow.features.augment import Augmenter, utterance_rng
+from asrflow.features.augment_config import SCHEMA, AugmentConfig, NoiseStep, SpecAugmentStep
 
 SR = 16000
 EXAMPLE = [

@@ -3,9 +3,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from asrflow.features.logmel import FeatureConfig, LogMel, compute_stats, load_audio, num_frames
+from asrflow.data.audio import load_audio
+from asrflow.features.logmel import FeatureConfig, LogMel, compute_stats, num_frames
 from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
-from asrflow.train.loop import epoch_batches, make_batches
+from asrflow.train.batches import epoch_batches, make_batches
 
 
 def test_logmel_shape_and_stats(tmp_path):
@@ -97,7 +98,7 @@ def test_unidirectional_model_sees_only_lookahead_future_frames():
 
 
 def test_epoch_coverage_check_raises_on_a_dropped_or_repeated_utterance():
-    from asrflow.train.loop import check_epoch_coverage
+    from asrflow.train.distributed import check_epoch_coverage
 
     check_epoch_coverage([2, 0, 1], 3, world=1, epoch=0)
     for seen in ([0, 1], [0, 1, 1], [0, 1, 2, 2]):

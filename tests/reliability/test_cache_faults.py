@@ -4,7 +4,7 @@ and utterance count is detected by content hash and recomputed, never served."""
 import numpy as np
 import torch
 
-from asrflow.decode.beam import compute_logprobs
+from asrflow.decode.logprobs import compute_logprobs
 from conftest import TRAIN_ENV, run, set_train, train_cmd
 
 

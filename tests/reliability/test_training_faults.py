@@ -166,8 +166,9 @@ class Payload:
 
 
 def test_crafted_pickle_checkpoint_is_refused_and_nothing_runs(data_repo, tmp_path):
-    from asrflow.serve.model import DecoderSettings, package_model
-    from asrflow.train.loop import UnsafeCheckpoint, checkpoint_vocab, load_checkpoint
+    from asrflow.serve.package import package_model
+    from asrflow.serve.settings import DecoderSettings
+    from asrflow.models.checkpoint import UnsafeCheckpoint, checkpoint_vocab, load_checkpoint
 
     set_train(data_repo, **PLAIN)
     crafted = tmp_path / "model.pt"

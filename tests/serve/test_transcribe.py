@@ -22,12 +22,16 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from asrflow.cli import main
-from asrflow.decode.beam import BeamSearch, compute_logprobs
+from asrflow.decode.beam import BeamSearch
+from asrflow.decode.logprobs import compute_logprobs
 from asrflow.features.logmel import FeatureConfig
 from asrflow.text.lm import LMConfig, build_lm
 from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
-from asrflow.serve.model import (AsrflowModel, DecoderSettings, ModelLoadError, convert_audio, load_transcriber,
-                             package_model, prepare_audio)
+from asrflow.data.audio import convert_audio, prepare_audio
+from asrflow.serve.loading import ModelLoadError, load_transcriber
+from asrflow.serve.model import AsrflowModel
+from asrflow.serve.package import package_model
+from asrflow.serve.settings import DecoderSettings
 from asrflow.text.vocab import BLANK, SPACE
 from conftest import REPO
 

@@ -434,7 +434,7 @@ class ManifestAudio:
         return self._cache[g][i - self._starts[g]].as_buffer()
 
     def __getitem__(self, i: int):
-        from asrflow.features.logmel import load_audio
+        from asrflow.data.audio import load_audio
         if not self.embedded:
             return load_audio(self.paths[i], self.sample_rate)
         if self.codec == "pcm16":  # soundfile's own int16 -> float32 scaling: the same samples bit for bit

@@ -3,12 +3,15 @@
 Sentences are lower case words from fixed, hand-written word lists (no digits,
 hyphens or punctuation), joined by single spaces, 5 to 14 words long.  They are
 meant to be spoken by espeak-ng and used to train a recognizer and an n-gram
-language model.
+language model.  The word lists live in the package data file
+``synth_words.yaml`` next to this module; the grammar (templates, plurals,
+articles) is here.
 
 Determinism: every random choice goes through one ``random.Random(seed)``
-instance per generator, all word lists are tuples in a fixed order, and no set
-or dict is ever iterated to make a choice, so the output depends only on the
-seed (not on ``PYTHONHASHSEED``, the process or the machine).
+instance per generator, all word lists are tuples in a fixed order (the order
+of ``synth_words.yaml``), and no set or dict is ever iterated to make a choice,
+so the output depends only on the seed and that file (not on
+``PYTHONHASHSEED``, the process or the machine).
 
 Public API:
     vocabulary() -> list[str]
@@ -20,7 +23,12 @@ Public API:
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterable
+from importlib import resources
+from typing import Any
+
+import yaml
 
 __all__ = [
     "MIN_WORDS",
@@ -35,305 +43,115 @@ MIN_WORDS = 5
 MAX_WORDS = 14
 
 
-def _words(text: str) -> tuple[str, ...]:
-    """Split a whitespace-separated word list, dropping duplicates (first wins)."""
-    return tuple(dict.fromkeys(text.split()))
+# --------------------------------------------------------------------------
+# Word lists (data: synth_words.yaml)
+# --------------------------------------------------------------------------
+
+WORDS_FILE = "synth_words.yaml"
+_WORD_RE = re.compile(r"^[a-z']+$")
 
 
-def _groups(text: str, width: int) -> tuple[tuple[str, ...], ...]:
-    """Split ``"a b c d; e f g h; ..."`` into tuples of ``width`` words each."""
+def _load_word_lists() -> dict[str, Any]:
+    """Read synth_words.yaml, shipped as package data next to this module."""
+    text = resources.files(__package__).joinpath(WORDS_FILE).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{WORDS_FILE}: expected a mapping of list name to words")
+    return data
+
+
+_WORD_LISTS = _load_word_lists()
+_USED_KEYS: set[str] = set()
+
+
+def _entry(key: str) -> Any:
+    if key not in _WORD_LISTS:
+        raise ValueError(f"{WORDS_FILE}: missing list {key!r}")
+    _USED_KEYS.add(key)
+    return _WORD_LISTS[key]
+
+
+def _words(key: str) -> tuple[str, ...]:
+    """The words of list ``key`` (a block of whitespace-separated words), duplicates dropped (first wins)."""
+    text = _entry(key)
+    if not isinstance(text, str):
+        raise ValueError(f"{WORDS_FILE}: {key!r} must be a block of space-separated words, "
+                         f"got {type(text).__name__}")
+    words = text.split()
+    bad = [w for w in words if not _WORD_RE.match(w)]
+    if bad or not words:
+        raise ValueError(f"{WORDS_FILE}: {key!r} is empty or has words outside [a-z']: {bad}")
+    return tuple(dict.fromkeys(words))
+
+
+def _groups(key: str, width: int) -> tuple[tuple[str, ...], ...]:
+    """List ``key`` (``["a b c d", "e f g h", ...]``) as tuples of ``width`` words each."""
+    items = _entry(key)
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{WORDS_FILE}: {key!r} must be a non-empty list of word groups")
     out: list[tuple[str, ...]] = []
-    for chunk in text.split(";"):
-        parts = tuple(chunk.split())
-        if not parts:
-            continue
-        if len(parts) != width:
-            raise ValueError(f"word group {chunk.strip()!r} does not have {width} words")
+    for item in items:
+        parts = tuple(item.split()) if isinstance(item, str) else ()
+        if len(parts) != width or not all(_WORD_RE.match(w) for w in parts):
+            raise ValueError(f"{WORDS_FILE}: {key!r} entry {item!r} is not {width} words of [a-z']")
         out.append(parts)
     return tuple(out)
 
 
-# --------------------------------------------------------------------------
-# Word lists
-# --------------------------------------------------------------------------
+NAMES = _words("names")
+PEOPLE = _words("people")  # singular; plurals are derived by _plural()
+ANIMALS = _words("animals")
+THINGS = _words("things")
+PLACES = _words("places")
+ADJ_ANY = _words("adj_any")  # people, animals and things
+ADJ_LIVING = _words("adj_living")  # people and animals
+ADJ_THING = _words("adj_thing")
+COLORS = _words("colors")
 
-NAMES = _words("""
-    margaret thomas peter alice henry emma oliver sophie james lucy william
-    daniel hannah samuel rachel george helen michael anna robert sarah david
-    laura edward mary charles julia arthur clara walter ruth martha albert
-    nora simon jane oscar ella victor irene martin diana patrick susan vincent
-    maria stephen linda andrew carol benjamin emily jacob olivia harry lily
-    jack kate paul amy richard sally tom betty
-""")
-
-# People, singular; plurals are derived by _plural().
-PEOPLE = _words("""
-    farmer teacher doctor baker driver sailor pilot painter singer dancer
-    writer student nurse soldier artist builder gardener fisherman hunter
-    miner carpenter tailor butcher merchant shepherd waiter cook clerk lawyer
-    judge banker grocer porter guard captain king queen prince princess knight
-    stranger neighbor traveler visitor child boy girl man woman friend uncle
-    aunt cousin brother sister mother father grandmother grandfather daughter
-    son wife husband baby scientist engineer professor musician poet actor
-    explorer mechanic plumber librarian shopkeeper postman policeman
-    firefighter detective giant wizard witch pirate lady gentleman
-""")
-
-ANIMALS = _words("""
-    dog cat horse cow sheep goat pig rabbit mouse fox wolf bear deer bird duck
-    goose chicken hen owl eagle crow swan frog snake turtle fish whale dolphin
-    lion tiger elephant monkey donkey camel zebra giraffe squirrel bee
-    butterfly spider beetle lamb calf puppy kitten pony parrot pigeon sparrow
-    seal shark crab lobster hedgehog badger otter beaver raccoon kangaroo
-    penguin ostrich
-""")
-
-# Portable things, singular; plurals are derived by _plural().
-THINGS = _words("""
-    box basket bag bottle bucket blanket book letter map picture painting lamp
-    candle chair table desk bench ladder rope chain key lock clock ring bell
-    coin wallet purse ticket envelope parcel package hammer nail shovel spade
-    axe knife fork spoon plate cup bowl jug kettle pot pan mirror window door
-    curtain carpet pillow cushion mattress quilt umbrella hat coat scarf glove
-    boot shoe sock shirt jacket dress skirt belt button ribbon necklace
-    bracelet crown helmet shield sword arrow spear drum guitar violin piano
-    flute trumpet radio camera telescope compass lantern torch kite balloon
-    ball doll puzzle toy card stamp pencil pen brush notebook newspaper
-    magazine diary poster calendar photograph suitcase trunk barrel crate sack
-    jar vase teapot tray napkin towel sponge broom mop rake wheelbarrow saddle
-    anchor oar sail net cart wagon bicycle boat ship canoe raft truck bus car
-    tractor sled wheel engine tent flag banner sign statue trophy medal apple
-    orange banana lemon cherry peach plum grape melon potato tomato carrot
-    onion cabbage pumpkin cake pie biscuit sandwich egg loaf cookie pepper
-    mushroom cucumber pear sausage pancake muffin gift feather shell pebble
-    stone rock stick log branch leaf tulip daisy sunflower seed acorn bone
-    nest shelf cabinet cupboard drawer bed sofa stool candlestick
-""")
-
-PLACES = _words("""
-    river bridge market station garden forest field village town city harbor
-    beach lake mountain valley hill farm barn kitchen library school church
-    castle tower museum hospital bakery factory office cottage cabin palace
-    temple island desert meadow orchard stream pond cave road street square
-    park playground stadium theater shop hotel restaurant prison airport
-    hallway cellar attic bedroom garage yard fountain cathedral chapel mill
-    lighthouse cliff shore jungle swamp canyon stable pier dock warehouse
-    studio classroom workshop courtyard greenhouse tunnel highway bay gate
-    wall fence hut tavern inn zoo circus
-""")
-
-# Adjectives that fit people, animals and things.
-ADJ_ANY = _words("""
-    small big large tiny huge little strange famous beautiful lovely ugly
-    wonderful ordinary unusual familiar mysterious perfect terrible splendid
-    special favorite enormous magnificent peculiar handsome
-""")
-
-# Adjectives for people and animals.
-ADJ_LIVING = _words("""
-    old young tall short thin brave clever wise foolish lazy busy happy sad
-    angry calm proud shy lonely friendly curious careful careless hungry
-    thirsty tired sleepy rich poor kind cruel gentle honest polite rude
-    patient nervous cheerful grumpy silly serious elegant clumsy jolly merry
-    worried frightened excited bored generous greedy stubborn humble bold
-    fierce wild tame eager anxious elderly quiet noisy strong weak
-""")
-
-# Adjectives for things.
-ADJ_THING = _words("""
-    heavy light long wide narrow deep shallow thick warm cold hot cool dry
-    wet clean dirty new ancient modern fresh rotten bright dark soft hard
-    smooth rough sharp blunt empty full broken wooden iron plastic woolen
-    leather cotton silk velvet cheap expensive precious valuable useful shiny
-    dusty muddy sandy rusty frozen fragile sturdy hollow tidy messy round
-    square flat crooked straight loose tight sticky slippery fancy plain
-    simple secret hidden spare sweet sour bitter salty spicy juicy ripe tasty
-    delicious
-""")
-
-COLORS = _words("""
-    red blue green yellow purple pink brown black white gray silver golden
-    crimson scarlet amber ivory turquoise maroon violet indigo bronze copper
-    olive
-""")
-
-NUMBERS = _words("""
-    two three four five six seven eight nine ten eleven twelve thirteen
-    fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty
-    fifty sixty seventy eighty ninety
-""")
+NUMBERS = _words("numbers")
 SMALL_NUMBERS = NUMBERS[:11]  # two .. twelve
 
-ORDINALS = _words("""
-    first second third fourth fifth sixth seventh eighth ninth tenth eleventh
-    twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth
-    nineteenth twentieth
-""")
+ORDINALS = _words("ordinals")  # first .. twentieth
 # Day-of-month phrases, 1st .. 31st.
 DAY_ORDINALS: tuple[str, ...] = (
     ORDINALS + tuple("twenty " + o for o in ORDINALS[:9]) + ("thirtieth", "thirty first")
 )
 
-WEEKDAYS = _words("monday tuesday wednesday thursday friday saturday sunday")
-MONTHS = _words("""
-    january february march april may june july august september october
-    november december
-""")
-SEASONS = _words("spring summer autumn winter")
-PARTS_OF_DAY = _words("morning afternoon evening night")
-MEALS = _words("breakfast lunch dinner supper")
+WEEKDAYS = _words("weekdays")
+MONTHS = _words("months")
+SEASONS = _words("seasons")
+PARTS_OF_DAY = _words("parts_of_day")  # first three are daytime
+MEALS = _words("meals")
 
-# Transitive verbs: base, past, third person singular, -ing.
-VERBS_T = _groups("""
-    carry carried carries carrying; paint painted paints painting;
-    find found finds finding; lift lifted lifts lifting;
-    push pushed pushes pushing; pull pulled pulls pulling;
-    drop dropped drops dropping; throw threw throws throwing;
-    catch caught catches catching; hold held holds holding;
-    buy bought buys buying; sell sold sells selling;
-    bring brought brings bringing; take took takes taking;
-    make made makes making; build built builds building;
-    fix fixed fixes fixing; break broke breaks breaking;
-    clean cleaned cleans cleaning; wash washed washes washing;
-    open opened opens opening; shut shut shuts shutting;
-    hide hid hides hiding; keep kept keeps keeping;
-    lose lost loses losing; borrow borrowed borrows borrowing;
-    lend lent lends lending; steal stole steals stealing;
-    move moved moves moving; pack packed packs packing;
-    fill filled fills filling; draw drew draws drawing;
-    sketch sketched sketches sketching; watch watched watches watching;
-    see saw sees seeing; notice noticed notices noticing;
-    follow followed follows following; chase chased chases chasing;
-    feed fed feeds feeding; visit visited visits visiting;
-    help helped helps helping; meet met meets meeting;
-    call called calls calling; greet greeted greets greeting;
-    remember remembered remembers remembering; forget forgot forgets forgetting;
-    cook cooked cooks cooking; bake baked bakes baking;
-    eat ate eats eating; taste tasted tastes tasting;
-    smell smelled smells smelling; cut cut cuts cutting;
-    chop chopped chops chopping; slice sliced slices slicing;
-    grab grabbed grabs grabbing; touch touched touches touching;
-    kick kicked kicks kicking; hit hit hits hitting;
-    drag dragged drags dragging; roll rolled rolls rolling;
-    fold folded folds folding; tie tied ties tying;
-    wrap wrapped wraps wrapping; count counted counts counting;
-    weigh weighed weighs weighing; measure measured measures measuring;
-    deliver delivered delivers delivering; send sent sends sending;
-    receive received receives receiving; return returned returns returning;
-    collect collected collects collecting; gather gathered gathers gathering;
-    pick picked picks picking; plant planted plants planting;
-    grow grew grows growing; burn burned burns burning;
-    scrub scrubbed scrubs scrubbing; repair repaired repairs repairing;
-    sweep swept sweeps sweeping; dig dug digs digging;
-    bury buried buries burying; load loaded loads loading;
-    share shared shares sharing; explore explored explores exploring;
-    search searched searches searching; guard guarded guards guarding;
-    protect protected protects protecting; rescue rescued rescues rescuing;
-    examine examined examines examining; inspect inspected inspects inspecting;
-    study studied studies studying; describe described describes describing;
-    admire admired admires admiring; praise praised praises praising;
-    ignore ignored ignores ignoring; hang hung hangs hanging;
-    shake shook shakes shaking; bend bent bends bending;
-    choose chose chooses choosing; drive drove drives driving;
-    ride rode rides riding; write wrote writes writing;
-    pour poured pours pouring; mend mended mends mending;
-    sew sewed sews sewing; sort sorted sorts sorting;
-    hunt hunted hunts hunting; trap trapped traps trapping;
-    brush brushed brushes brushing; hug hugged hugs hugging;
-    offer offered offers offering; prepare prepared prepares preparing;
-    decorate decorated decorates decorating; check checked checks checking;
-    raise raised raises raising; carve carved carves carving;
-    fetch fetched fetches fetching; toss tossed tosses tossing;
-    squeeze squeezed squeezes squeezing; stack stacked stacks stacking;
-    guide guided guides guiding; kiss kissed kisses kissing;
-    spill spilled spills spilling; stir stirred stirs stirring;
-    heat heated heats heating; boil boiled boils boiling;
-    fry fried fries frying; peel peeled peels peeling;
-    wipe wiped wipes wiping; rinse rinsed rinses rinsing;
-    photograph photographed photographs photographing;
-    recognize recognized recognizes recognizing;
-    discover discovered discovers discovering; climb climbed climbs climbing;
-    cross crossed crosses crossing; pass passed passes passing;
-    tickle tickled tickles tickling; scare scared scares scaring;
-    surprise surprised surprises surprising; wake woke wakes waking;
-    lock locked locks locking; unlock unlocked unlocks unlocking;
-    stretch stretched stretches stretching; twist twisted twists twisting;
-    press pressed presses pressing
-""", 4)
+# Verbs: (base, past, third person singular, -ing).
+VERBS_T = _groups("verbs_t", 4)  # transitive
+VERBS_I = _groups("verbs_i", 4)  # intransitive
+DITRANSITIVE_PAST = _words("ditransitive_past")
+REPORT_PAST = _words("report_past")
+INTENT_PAST = _words("intent_past")
+MODALS = _words("modals")
 
-# Intransitive verbs: base, past, third person singular, -ing.
-VERBS_I = _groups("""
-    sing sang sings singing; dance danced dances dancing;
-    laugh laughed laughs laughing; cry cried cries crying;
-    sleep slept sleeps sleeping; smile smiled smiles smiling;
-    shout shouted shouts shouting; whisper whispered whispers whispering;
-    run ran runs running; walk walked walks walking;
-    jump jumped jumps jumping; swim swam swims swimming;
-    wait waited waits waiting; rest rested rests resting;
-    sit sat sits sitting; stand stood stands standing;
-    fall fell falls falling; arrive arrived arrives arriving;
-    wander wandered wanders wandering; hurry hurried hurries hurrying;
-    travel traveled travels traveling; work worked works working;
-    play played plays playing; listen listened listens listening;
-    talk talked talks talking; speak spoke speaks speaking;
-    shiver shivered shivers shivering; sneeze sneezed sneezes sneezing;
-    cough coughed coughs coughing; yawn yawned yawns yawning;
-    glow glowed glows glowing; shine shone shines shining;
-    sparkle sparkled sparkles sparkling; whistle whistled whistles whistling;
-    hum hummed hums humming; fly flew flies flying;
-    crawl crawled crawls crawling; hop hopped hops hopping;
-    rise rose rises rising; sink sank sinks sinking;
-    float floated floats floating; drift drifted drifts drifting;
-    bark barked barks barking; howl howled howls howling;
-    roar roared roars roaring; growl growled growls growling;
-    disappear disappeared disappears disappearing; kneel knelt kneels kneeling;
-    sigh sighed sighs sighing; giggle giggled giggles giggling;
-    stumble stumbled stumbles stumbling; relax relaxed relaxes relaxing;
-    pray prayed prays praying; dream dreamed dreams dreaming;
-    splash splashed splashes splashing; skate skated skates skating;
-    march marched marches marching; paddle paddled paddles paddling;
-    tremble trembled trembles trembling; climb climbed climbs climbing
-""", 4)
-
-# Verbs taking a recipient and an object, past tense only.
-DITRANSITIVE_PAST = _words("gave showed sent handed sold brought offered lent threw passed")
-REPORT_PAST = _words("said thought knew heard believed noticed remembered")
-INTENT_PAST = _words("wanted hoped tried needed decided promised forgot refused planned")
-MODALS = _words("can could should must might will would")
-CONJUNCTIONS = _words("because while after before when")
-WH_WORDS = _words("where why when how")
-INTENSIFIERS = _words("very quite rather really too")
-
-ADVERBS = _words("""
-    softly quietly loudly slowly quickly gently carefully happily sadly
-    angrily proudly calmly bravely eagerly patiently suddenly nervously
-    cheerfully politely rudely secretly silently gracefully clumsily lazily
-    busily merrily sleepily wearily noisily hungrily boldly fiercely wildly
-    kindly sweetly warmly brightly smoothly steadily swiftly neatly anxiously
-    foolishly wisely cleverly shyly gladly playfully
-""")
-
-PREPOSITIONS = _words("""
-    in near behind beside under above across along inside outside around past
-    over through beyond toward beneath below by into
-""")
-
-DET_SG = _words("the a this that my our his her their your")
-DET_PL = _words("the these those some many several my our his her their your")
+CONJUNCTIONS = _words("conjunctions")
+WH_WORDS = _words("wh_words")
+INTENSIFIERS = _words("intensifiers")
+ADVERBS = _words("adverbs")
+PREPOSITIONS = _words("prepositions")
+DET_SG = _words("det_sg")
+DET_PL = _words("det_pl")
+# The number ('sg', 'pl', 'i') drives verb agreement in _was/_is/_present, so it stays with the grammar.
 SUBJECT_PRONOUNS: tuple[tuple[str, str], ...] = (
     ("he", "sg"), ("she", "sg"), ("we", "pl"), ("they", "pl"), ("you", "pl"), ("i", "i"),
 )
-OBJECT_PRONOUNS = _words("him her them us me you")
-TIME_UNITS = _words("minute hour day week month year")
+OBJECT_PRONOUNS = _words("object_pronouns")
+TIME_UNITS = _words("time_units")
 
-# Words that appear only as literal parts of templates and time phrases.
-_LITERALS = _words("""
-    a an the and did didn't not was wasn't were weren't is are am there to
-    that of on in at every once twice ago yesterday today tonight tomorrow
-    last next early late later soon this noon midnight dawn dusk during storm
-    festival holiday school work few dozen hundred please very
-    minutes hours days weeks months years
-""")
+# Words that appear only as literal parts of templates and time phrases (for vocabulary()).
+_LITERALS = _words("literals")
+
+_unknown = sorted(set(_WORD_LISTS) - _USED_KEYS)
+if _unknown:
+    raise ValueError(f"{WORDS_FILE}: unknown lists {_unknown} (the code reads none of them)")
+del _unknown
 
 # Vowel-initial words pronounced with a consonant sound, and silent-h words.
 _A_NOT_AN = frozenset("useful unusual usual unique uniform university one european".split())

@@ -1,4 +1,4 @@
-"""Greedy and KenLM beam-search CTC decoding (flashlight), and the acoustic log-prob cache.
+"""Greedy and KenLM beam-search CTC decoding (flashlight).
 
 The KenLM model and the lexicon trie are built once per process (:class:`BeamSearch`);
 changing alpha/beta only builds a new lightweight decoder over them, so a grid search
@@ -7,19 +7,11 @@ never reloads the LM.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
-import torch
 
 from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions, LexiconFreeDecoder,
                                          LexiconFreeDecoderOptions, SmearingMode, Trie)
@@ -27,8 +19,6 @@ from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
 
 from asrflow.text.vocab import BLANK, SPACE, Tokenizer
-from asrflow.data.manifest import ManifestAudio, read_manifest
-from asrflow.train.loop import load_checkpoint, utterance_features
 
 
 @dataclass(frozen=True)
@@ -122,78 +112,3 @@ class BeamSearch:
 
 def greedy_decode(logprobs: np.ndarray, tokenizer: Tokenizer) -> str:
     return tokenizer.greedy(logprobs.argmax(-1).tolist())
-
-
-# ---------------------------------------------------------------- acoustic model outputs
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def cache_key(model_path: str | Path, manifest_path: str | Path, extra: dict[str, Any]) -> str:
-    """Content hash of the checkpoint (which embeds vocab and stats), manifest and settings."""
-    h = hashlib.sha256()
-    h.update(file_digest(model_path).encode())
-    h.update(file_digest(manifest_path).encode())
-    h.update(json.dumps(extra, sort_keys=True).encode())
-    return h.hexdigest()[:24]
-
-
-def utterance_logprobs(model: torch.nn.Module, fe, mean: torch.Tensor, std: torch.Tensor,
-                       wav: np.ndarray) -> np.ndarray:
-    """(frames, vocab) float32 CTC log-probs of one decoded waveform (call under inference mode)."""
-    feats = utterance_features(wav, fe, mean, std)
-    lp, lens = model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
-    return lp[0, : int(lens[0])].numpy().astype(np.float32)
-
-
-class AcousticOutputs(NamedTuple):
-    """What :func:`compute_logprobs` returns."""
-
-    logprobs: list[np.ndarray]   # per utterance, (frames, vocab) float32
-    rows: pd.DataFrame           # the manifest rows they belong to
-    seconds: float               # acoustic-model compute time (as measured when computed, if cached)
-    cached: bool                 # served from the cache
-
-
-def compute_logprobs(model_path: str | Path, manifest_path: str | Path, cache_dir: str | Path | None = None,
-                     limit: int = 0, threads: int = 0) -> AcousticOutputs:
-    """Run the acoustic model once over a manifest; return per-utterance log-probs.
-
-    With ``cache_dir`` the result is stored under a content hash of checkpoint, manifest
-    and ``limit`` (with the compute time it took, so a real-time factor can be reported
-    from a cached result); a cache made from another checkpoint or manifest has another
-    key and is never reused.
-    """
-    rows = read_manifest(manifest_path)
-    if limit:
-        rows = rows.iloc[:limit]
-    key = None
-    if cache_dir is not None:
-        key = cache_key(model_path, manifest_path, {"limit": limit})
-        cached = Path(cache_dir) / f"logprobs-{key}.npz"
-        if cached.exists():
-            with np.load(cached) as z:
-                return AcousticOutputs([z[f"u{i}"] for i in range(len(rows))], rows,
-                                       float(z["seconds"]) if "seconds" in z else 0.0, True)
-    if threads:
-        torch.set_num_threads(threads)
-    model, ckpt, fe, mean, std = load_checkpoint(model_path)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        audio = ManifestAudio(manifest_path, fe.cfg.sample_rate)
-        out = [utterance_logprobs(model, fe, mean, std, audio[i]) for i in range(len(rows))]
-    seconds = time.perf_counter() - t0
-    if key is not None:
-        cache_dir = Path(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-        os.close(fd)
-        with open(tmp, "wb") as f:
-            np.savez(f, seconds=np.float64(seconds), **{f"u{i}": a for i, a in enumerate(out)})
-        os.replace(tmp, cache_dir / f"logprobs-{key}.npz")
-    return AcousticOutputs(out, rows, seconds, False)

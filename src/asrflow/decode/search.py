@@ -1,8 +1,9 @@
 """Alpha/beta grid search for the beam-search decoder on cached dev log-probs.
 
-The acoustic model runs once (see :func:`asrflow.decode.beam.compute_logprobs`); each worker
-process loads the KenLM model and lexicon trie once, then decodes every grid point it
-is given. Serial and parallel runs produce the same table.
+The acoustic model runs once (see :func:`asrflow.decode.logprobs.compute_logprobs`); each
+worker process loads the KenLM model and lexicon trie once, then decodes every grid point
+it is given. Serial and parallel runs produce the same table. :func:`tune` is the whole
+search as the tune stage runs it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asrflow.decode.beam import BeamConfig, BeamSearch
-from asrflow.scoring.metrics import corpus_rates
+from asrflow.decode.beam import BeamConfig, BeamSearch, greedy_decode
+from asrflow.decode.logprobs import compute_logprobs
+from asrflow.models.checkpoint import checkpoint_vocab
+from asrflow.scoring.metrics import best_point, corpus_rates
+from asrflow.text.vocab import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,37 @@ def run_grid(points: list[GridPoint], logprobs: list[np.ndarray], refs: list[str
             _worker.clear()
     with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=args) as pool:
         return pool.map(_score_point, points, chunksize=1)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What :func:`tune` found: every grid point's dev WER/CER (grid order), the best point,
+    greedy decoding's dev rates for comparison, and what it cost."""
+
+    grid: list[dict[str, float]]
+    best: dict[str, float]
+    greedy: dict[str, float]
+    utterances: int
+    cfg: BeamConfig              # the settings the grid was searched with
+    grid_seconds: float
+    acoustic_seconds: float      # acoustic model time (as measured when computed, if cached)
+
+
+def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cache_dir: str | Path,
+         params: dict[str, Any]) -> TuneResult:
+    """Search params.yaml's ``tune`` grid for the alpha/beta with the lowest dev WER.
+
+    The acoustic model runs once over the first ``tune.max_utterances`` dev utterances (the
+    log-probs are cached in ``cache_dir``); the grid is decoded with :func:`search_config`'s
+    settings on ``tune.workers`` processes. Ties go to the first point in grid order.
+    """
+    t = params["tune"]
+    logprobs, rows, am_seconds, _ = compute_logprobs(model_pt, dev_manifest, cache_dir, t["max_utterances"])
+    refs = rows["text"].tolist()
+    tokens = checkpoint_vocab(model_pt)
+    tokenizer = Tokenizer(tokens)
+    greedy = corpus_rates(refs, [greedy_decode(lp, tokenizer) for lp in logprobs])
+    cfg = search_config(params)
+    t0 = time.perf_counter()
+    grid = run_grid(grid_from_params(t), logprobs, refs, tokens, lm_dir, cfg, t["workers"])
+    return TuneResult(grid, best_point(grid), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds)

@@ -1,8 +1,8 @@
-"""Audio loading and log-mel features, and their normalisation statistics."""
+"""Log-mel features and their normalisation statistics (audio decoding is in
+:mod:`asrflow.data.audio`)."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio
 
@@ -35,30 +34,6 @@ class FeatureConfig:
     @property
     def win_length(self) -> int:
         return int(round(self.sample_rate * self.win_ms / 1000))
-
-
-class AudioError(ValueError):
-    """An audio file that cannot be used; the message names the file."""
-
-
-def load_audio(src: str | Path | bytes, sample_rate: int, name: str | None = None) -> np.ndarray:
-    """Decode a mono file (a path, or its encoded bytes: any bytes-like object) at
-    ``sample_rate`` to float32 in [-1, 1].
-
-    Raises :class:`AudioError` naming the file (``name`` for bytes) if it is unreadable,
-    not mono or at another sample rate (the manifest stage rejects such files before training).
-    """
-    is_path = isinstance(src, (str, Path))
-    path = name or (str(src) if is_path else "<bytes>")
-    try:
-        wav, sr = sf.read(str(src) if is_path else io.BytesIO(src), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for bad files
-        raise AudioError(f"{path}: cannot decode audio: {e}") from e
-    if sr != sample_rate:
-        raise AudioError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz")
-    if wav.shape[1] != 1:
-        raise AudioError(f"{path}: {wav.shape[1]} channels, expected mono")
-    return wav[:, 0]
 
 
 class LogMel(torch.nn.Module):
@@ -86,6 +61,11 @@ class LogMel(torch.nn.Module):
         sq = torch.view_as_real(spec.transpose(-1, -2)).square()  # (frames, bins, re/im)
         power = sq[..., 0].add_(sq[..., 1])  # re^2 + im^2 (a sum over the last dim is ~5x slower)
         return torch.matmul(power, self.fb).add_(1e-6).log_()
+
+
+def utterance_features(wav: np.ndarray, fe: LogMel, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Normalised log-mel features (frames, n_mels) of one decoded waveform."""
+    return fe(torch.from_numpy(wav)).sub_(mean).div_(std)
 
 
 def num_frames(num_samples: int, cfg: FeatureConfig) -> int:

@@ -39,6 +39,11 @@ class ModelConfig:
                    rnn_layers=train["rnn_layers"], rnn_hidden=train["rnn_hidden"], dropout=train["dropout"],
                    rnn_type=train["rnn_type"], bidirectional=train["bidirectional"], lookahead=train["lookahead"])
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """The config :meth:`to_dict` wrote (lists back to tuples)."""
+        return cls(**{**d, "conv_kernel": tuple(d["conv_kernel"]), "conv_strides": [tuple(s) for s in d["conv_strides"]]})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["conv_kernel"] = list(self.conv_kernel)

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from asrflow.features.augment import AugmentConfig
+from asrflow.features.augment_config import AugmentConfig
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 

@@ -18,6 +18,8 @@ current and that Snakemake's view of every rule matches it.
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import shlex
 import subprocess
@@ -34,14 +36,33 @@ LAUNCH = "python -m asrflow.pipeline.launch"
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage: its entry point ``stages/<name>.py`` takes ``args`` (option -> path, in
+    command order); ``deps`` are the paths it reads, ``outs`` the products it writes (each
+    also one of ``args``' values, or a file written beside one), ``params`` the params.yaml
+    keys it reads. A trailing '/' marks a directory. Its code dependencies are derived from
+    what its entry point imports (:func:`code_deps`). ``all_cores``: the stage uses every
+    core it is given (Snakemake's ``threads``); ``resources``: extra Snakemake resources."""
+
     name: str
-    cmd: str
+    args: dict[str, str]
     deps: list[str]
-    outs: list[str]                      # a trailing '/' marks a directory
+    outs: list[str]
     params: list[str]
     metrics: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)  # data files the top-level PLOTS draw
-    code: list[str] = field(default_factory=list)
+    launcher: str = PY
+    all_cores: bool = False
+    resources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cmd(self) -> str:
+        """The command template (placeholders: ``{dataset}``, ``{key.path}``; see asrflow.pipeline.launch)."""
+        opts = [f"--{k} {v.rstrip('/')}" for k, v in self.args.items()]
+        return " ".join([self.launcher, f"stages/{self.name}.py", "--params params.yaml --dataset {dataset}", *opts])
+
+    @property
+    def code(self) -> list[str]:
+        return code_deps(f"stages/{self.name}.py")
 
     @property
     def all_deps(self) -> list[str]:
@@ -51,83 +72,137 @@ class Stage:
     def all_outs(self) -> list[str]:
         return [*self.outs, *self.metrics, *self.plots]
 
+    def output_options(self) -> list[tuple[str, bool]]:
+        """The options (argparse names) whose values are this stage's products, other than its
+        metrics, each with whether it is a directory: what the stage kit builds so that
+        nothing partial looks complete."""
+        outs = {o.rstrip("/"): o.endswith("/") for o in [*self.outs, *self.plots]}
+        return [(k.replace("-", "_"), outs[v.rstrip("/")]) for k, v in self.args.items() if v.rstrip("/") in outs]
 
-def _cmd(name: str, *args: str, launcher: str = PY) -> str:
-    return " ".join([launcher, f"stages/{name}.py", "--params params.yaml --dataset {dataset}", *args])
+
+# ---------------------------------------------------------------------- code dependencies
+
+REPO = Path(__file__).resolve().parents[3]
+SRC = REPO / "src"
+# The machinery every stage runs through the same way (arguments, validation, launch, the
+# stage table itself): it records and publishes a stage's products but does not shape them,
+# so editing it does not make every stage stale. Everything else a stage imports is its code.
+MACHINERY = ("asrflow.pipeline.stagekit", "asrflow.pipeline.definition", "asrflow.pipeline.launch",
+             "asrflow.pipeline.config", "asrflow.pipeline.__main__")
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _imported(tree: ast.AST, package: str) -> set[str]:
+    """asrflow modules a module imports, anywhere in it (lazy imports inside functions too)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            mod = node.module if node.level == 0 else ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [node.module])
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}"))
+    return {m for m in out if m == "asrflow" or m.startswith("asrflow.")}
+
+
+@functools.lru_cache(maxsize=None)
+def code_deps(entry_point: str) -> list[str]:
+    """The files whose code a stage runs: every asrflow module its entry point imports,
+    transitively (with the packages' ``__init__`` files and the package data files a module
+    names, such as the synth word lists), except the shared :data:`MACHINERY`. Paths are
+    relative to the repository, sorted."""
+    files: set[Path] = set()
+    todo = list(_imported(ast.parse((REPO / entry_point).read_text()), ""))
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name in MACHINERY:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__
+            todo.append(".".join(parts[:i]))
+        f = _module_file(name)
+        if f is None:
+            continue
+        files.add(f)
+        source = f.read_text()
+        files.update(d for d in f.parent.iterdir() if d.suffix in (".yaml", ".txt", ".json") and d.name in source)
+        package = name if f.name == "__init__.py" else name.rsplit(".", 1)[0]
+        todo.extend(_imported(ast.parse(source), package))
+    return sorted(str(f.relative_to(REPO)) for f in files)
 
 
 ARCH, RAW, MAN = "data/{dataset}/archives", "data/{dataset}/raw", "data/{dataset}/manifests"
 STATS, VOCAB, LM = "data/{dataset}/stats.json", "data/{dataset}/vocab.txt", "data/{dataset}/lm"
 MODEL, TUNE, EVAL = "models/{dataset}", "results/{dataset}/tune", "results/{dataset}/evaluate"
 MET, PLOTS, PACKAGE = "metrics/{dataset}", "plots/{dataset}", "models/{dataset}_mlflow"
+CACHE = "cache/{dataset}"
 # reports/<dataset>_wer.md and the figures it embeds by relative path
 REPORT_FILES = (".md", "_surface.png", "_curve.png", "_duration.png")
-LIB = "src/asrflow"
 
 STAGES: list[Stage] = [
-    Stage("download",
-          _cmd("download", f"--out {ARCH} --store downloads/{{dataset}} --metrics {MET}/download.json"),
+    # synth: espeak-ng processes on every core; net: one download at a time per host
+    Stage("download", {"out": f"{ARCH}/", "store": "downloads/{dataset}", "metrics": f"{MET}/download.json"},
           deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets", "download", "features.sample_rate"],
-          metrics=[f"{MET}/download.json"],
-          code=[f"{LIB}/data/synth.py", f"{LIB}/data/synth_text.py", f"{LIB}/data/librispeech.py", f"{LIB}/data/archives.py"]),
-    Stage("manifest",
-          _cmd("manifest", f"--archives {ARCH} --raw {RAW} --out {MAN} --metrics {MET}/manifest.json"),
+          metrics=[f"{MET}/download.json"], all_cores=True, resources={"net": 1}),
+    # extraction, then header probes on every core. The conv front end's time geometry decides
+    # which utterances are too short for their label.
+    Stage("manifest", {"archives": f"{ARCH}/", "raw": RAW, "out": f"{MAN}/", "metrics": f"{MET}/manifest.json"},
           deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
-          # the conv front end's time geometry decides which utterances are too short for their label
           params=["datasets", "manifest", "features.sample_rate", "features.hop_ms", "train.conv_kernel",
                   "train.conv_strides"],
-          metrics=[f"{MET}/manifest.json"], code=[f"{LIB}/data/manifest.py", f"{LIB}/data/archives.py"]),
-    Stage("stats",
-          _cmd("stats", f"--manifests {MAN} --out {STATS}"),
-          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], code=[f"{LIB}/features/logmel.py"]),
-    Stage("vocab",
-          _cmd("vocab", f"--manifests {MAN} --out {VOCAB}"),
-          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], code=[f"{LIB}/text/vocab.py"]),
-    Stage("lm",
-          _cmd("lm", f"--archives {ARCH} --manifests {MAN} --vocab {VOCAB} --out {LM} --metrics {MET}/lm.json"),
-          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"],
-          metrics=[f"{MET}/lm.json"], code=[f"{LIB}/text/lm.py"]),
-    Stage("train",
-          _cmd("train", f"--manifests {MAN} --stats {STATS} --vocab {VOCAB} --out {MODEL} "
-                        f"--checkpoints checkpoints/{{dataset}} --metrics {MET}/train.json "
-                        f"--plots {PLOTS}/learning_curve.csv",
-               # one node: rendezvous on a free local port; several: the same command on every
-               # node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
-               launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "
-                        "--rdzv-backend=c10d --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
+          metrics=[f"{MET}/manifest.json"], all_cores=True),
+    Stage("stats", {"manifests": f"{MAN}/", "out": STATS},
+          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"]),
+    Stage("vocab", {"manifests": f"{MAN}/", "out": VOCAB},
+          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"]),
+    Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
+                 "metrics": f"{MET}/lm.json"},
+          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"], metrics=[f"{MET}/lm.json"]),
+    # torch uses every core on CPU. One node: rendezvous on a free local port; several: the
+    # same command on every node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
+    Stage("train", {"manifests": f"{MAN}/", "stats": STATS, "vocab": VOCAB, "out": f"{MODEL}/",
+                    "checkpoints": "checkpoints/{dataset}", "metrics": f"{MET}/train.json",
+                    "plots": f"{PLOTS}/learning_curve.csv"},
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
-          metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"],
-          code=[f"{LIB}/train/loop.py", f"{LIB}/models/deepspeech2.py"]),
-    Stage("tune",
-          _cmd("tune", f"--manifests {MAN} --model {MODEL} --lm {LM} --cache cache/{{dataset}} --out {TUNE} "
-                       f"--metrics {MET}/tune.json --plots {PLOTS}/tune_grid.csv"),
+          metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"], all_cores=True,
+          launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "
+                   "--rdzv-backend=c10d --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
+    # one decoder process per core
+    Stage("tune", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "cache": CACHE, "out": f"{TUNE}/",
+                   "metrics": f"{MET}/tune.json", "plots": f"{PLOTS}/tune_grid.csv"},
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune"],
-          metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"],
-          code=[f"{LIB}/decode/search.py", f"{LIB}/decode/beam.py"]),
-    Stage("evaluate",
-          _cmd("evaluate", f"--manifests {MAN} --model {MODEL} --lm {LM} --tune {TUNE} --cache cache/{{dataset}} "
-                           f"--out {EVAL} --metrics {MET}/evaluate.json --plots {PLOTS}/wer_by_duration.csv"),
+          metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"], all_cores=True),
+    Stage("evaluate", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "tune": f"{TUNE}/",
+                       "cache": CACHE, "out": f"{EVAL}/", "metrics": f"{MET}/evaluate.json",
+                       "plots": f"{PLOTS}/wer_by_duration.csv"},
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{EVAL}/"],
           params=["datasets", "decode", "evaluate"], metrics=[f"{MET}/evaluate.json"],
-          plots=[f"{PLOTS}/wer_by_duration.csv"],
-          code=[f"{LIB}/decode/beam.py", f"{LIB}/scoring/metrics.py", f"{LIB}/scoring/results.py"]),
+          plots=[f"{PLOTS}/wer_by_duration.csv"]),
     # The model, its LM and tuned decoder settings as one MLflow model: saved here, logged to
     # the stage's MLflow run and registered as asrflow-<dataset> (a new version per run).
-    Stage("register",
-          _cmd("register", f"--model {MODEL} --lm {LM} --tune {TUNE} --out {PACKAGE} --metrics {MET}/register.json"),
+    Stage("register", {"model": f"{MODEL}/", "lm": f"{LM}/", "tune": f"{TUNE}/", "out": f"{PACKAGE}/",
+                       "metrics": f"{MET}/register.json"},
           deps=[f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{PACKAGE}/"], params=["decode"],
-          metrics=[f"{MET}/register.json"], code=[f"{LIB}/serve/model.py"]),
+          metrics=[f"{MET}/register.json"]),
     # Lineage: the report states the DVC hashes of manifests, vocab, LM and model, so it depends on them.
-    Stage("report",
-          _cmd("report", f"--metrics-dir {MET} --plots-dir {PLOTS} --results {EVAL} --manifests {MAN} "
-                         f"--vocab {VOCAB} --lm {LM} --model {MODEL} --cache cache/{{dataset}} "
-                         "--out reports/{dataset}_wer.md"),
+    Stage("report", {"metrics-dir": MET, "plots-dir": PLOTS, "results": f"{EVAL}/", "manifests": f"{MAN}/",
+                     "vocab": VOCAB, "lm": f"{LM}/", "model": f"{MODEL}/", "cache": CACHE,
+                     "out": "reports/{dataset}_wer.md"},
           deps=[f"{MET}/manifest.json", f"{MET}/lm.json", f"{MET}/train.json", f"{MET}/tune.json",
                 f"{MET}/evaluate.json", f"{MET}/register.json", f"{PLOTS}/learning_curve.csv",
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
-          params=["evaluate.top_errors"], code=[f"{LIB}/evaluate/report.py", f"{LIB}/pipeline/lineage.py"]),
+          params=["evaluate.top_errors"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -214,11 +289,18 @@ def smk_outputs(name: str, directory: Callable[[str], Any], report: Callable[...
     return outs
 
 
-def smk_shell(name: str) -> str:
-    """The stage command for Snakemake's shell: the launcher with the dataset wildcard, shell-quoted
-    (Snakemake formats the line, so the template's braces are doubled)."""
-    template = shlex.quote(stage(name).cmd).replace("{", "{{").replace("}", "}}")
-    return f"{LAUNCH} --dataset {{wildcards.dataset:q}} {template}"
+# Every rule's shell line: the launcher with the dataset wildcard and the rule's command template
+# (params.template, shell-quoted), its console copied to the rule's log. One constant for all
+# rules: Snakemake evaluates a `shell:` expression when the job runs, after the loop that
+# defines the rules has moved on, so it must not refer to the loop's variable.
+SMK_SHELL = f"{LAUNCH} --dataset {{wildcards.dataset:q}} {{params.template:q}} 2>&1 | tee {{log}}"
+
+
+def smk_template(name: str) -> Callable[[Any], str]:
+    """The stage's command template as a rule's ``params.template``: a function, since
+    Snakemake would read the template's placeholders in a params string as wildcards."""
+    cmd = stage(name).cmd
+    return lambda wildcards: cmd
 
 
 def smk_resources(name: str, config: dict[str, Any]) -> dict[str, Any]:

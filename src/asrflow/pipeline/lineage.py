@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from asrflow.common.files import write_text
+
 # Paths the pipeline itself writes that users commit (dvc.lock; DVC metrics and plots data, kept
 # in git so `dvc metrics diff` / `dvc plots diff` / `dvc exp show` can compare revisions).
 RUN_WRITTEN = ("dvc.lock", "metrics/", "plots/")
@@ -55,10 +57,7 @@ class HashCache:
 
     def save(self) -> None:
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(self.entries, sort_keys=True))
-            os.replace(tmp, self.path)
+            write_text(self.path, json.dumps(self.entries, sort_keys=True))
 
 
 def dvc_hash(path: str | Path, cache: HashCache | None = None) -> str:

@@ -14,8 +14,6 @@ which the next run of the stage removes.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 import sys
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from asrflow.common.files import write_json
 from asrflow.pipeline.config import ParamsError, check_dataset, load_params
 from asrflow.pipeline.definition import lookup, stage
 from asrflow.pipeline.tracking import StageRun, TrackingUnavailable, check_store, redact
@@ -50,16 +49,12 @@ class Context:
 
 
 class Outputs:
-    """A stage's declared outputs, found in its arguments (the options whose values in the
-    pipeline's command are the stage's outs), built so that nothing partial looks complete."""
+    """A stage's declared outputs (the options the pipeline definition names as products),
+    built so that nothing partial looks complete."""
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
-        s = stage(name)
-        outs = {o.rstrip("/"): o.endswith("/") for o in s.all_outs if o not in s.metrics}
-        words = s.cmd.split()
         self.args = args
-        self.options = [(w[2:].replace("-", "_"), outs[v]) for w, v in zip(words, words[1:])
-                        if w.startswith("--") and v in outs]
+        self.options = stage(name).output_options()
         self.partial: dict[str, Path] = {}   # partial dir -> final dir
         self.started = time.time()
 
@@ -110,32 +105,6 @@ class Outputs:
                 f.unlink()
                 removed.append(str(f))
         return removed
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Rows (same keys, in order) as CSV with a header, e.g. for DVC plots; written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],

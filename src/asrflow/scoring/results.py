@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asrflow.common.files import write_text
 from asrflow.scoring.metrics import ErrorCounts, align, char_errors, word_errors
 
 Utterance = tuple[str, str, str]
@@ -41,27 +41,6 @@ MISSING = "*"
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` via a temporary sibling and ``os.replace``.
-
-    The temporary file is created with the usual permissions (0o666 less the umask), so the
-    result looks like any other file written by the pipeline; it is removed on failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _sorted_utts(utts: Iterable[Utterance]) -> list[Utterance]:
     """The utterances sorted by id; a repeated id is an error (the files key on it)."""
@@ -135,7 +114,7 @@ def write_recogs(path: str | Path, utts: Iterable[Utterance]) -> None:
     for utt_id, ref, hyp in _sorted_utts(utts):
         lines.append(f"{utt_id}:\tref=[{', '.join(ref.split())}]")
         lines.append(f"{utt_id}:\thyp=[{', '.join(hyp.split())}]")
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def write_errs(path: str | Path, utts: Iterable[Utterance], setting: str) -> dict[str, Any]:
@@ -220,7 +199,7 @@ def write_errs(path: str | Path, utts: Iterable[Utterance], setting: str) -> dic
     widths = [max(len(row[k]) for row in table) for k in range(5)]
     out += [f"{row[0]:<{widths[0]}}" + "".join(f"  {x:>{wd}}" for x, wd in zip(row[1:], widths[1:]))
             for row in table]
-    _write_atomic(path, "".join(line + "\n" for line in out))
+    write_text(path, "".join(line + "\n" for line in out))
 
     return {
         "setting": setting, "utterances": len(rows),
@@ -243,7 +222,7 @@ def write_wer_summary(path: str | Path, wers: dict[str, float]) -> None:
         return nan, (0.0 if nan else wer), name
 
     lines = ["settings\tWER"] + [f"{name}\t{wer:.2f}" for name, wer in sorted(wers.items(), key=key)]
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 # --------------------------------------------------------------------------- tables

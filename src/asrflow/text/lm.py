@@ -326,3 +326,13 @@ def find_corpus(archive_dir: Path) -> Path | None:
         if (archive_dir / name).exists():
             return archive_dir / name
     return None
+
+
+def lm_text(cfg: LMConfig, corpus: Path | None, transcripts: Iterable[str]) -> Iterator[str]:
+    """The LM's source lines, streamed in ``cfg.sources`` order: the dataset's LM corpus
+    (``corpus``: a text or .gz file, or None when the dataset has none) and/or the training
+    transcripts."""
+    if "corpus" in cfg.sources and corpus is not None:
+        yield from corpus_lines(corpus)
+    if "transcripts" in cfg.sources:
+        yield from transcripts

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from asrflow.common.files import write_text
+
 BLANK = "<blank>"
 SPACE = "|"
 _WS = re.compile(r"\s+")
@@ -40,7 +42,8 @@ def build_vocab(transcripts: Iterable[str], min_count: int = 1) -> tuple[list[st
 
 
 def write_vocab(tokens: list[str], path: str | Path) -> None:
-    Path(path).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    """One token per line, atomically."""
+    write_text(path, "".join(t + "\n" for t in tokens))
 
 
 def read_vocab(path: str | Path) -> list[str]:

@@ -1,0 +1,129 @@
+"""Packaging a trained recognizer as one self-contained MLflow pyfunc model.
+
+:func:`package_model` writes a directory holding the checkpoint (which embeds the
+vocabulary, the feature configuration and the normalisation statistics), the KenLM
+files the decoding mode needs and the tuned decoder settings (``decoder.json``), with an
+:class:`~asrflow.serve.model.AsrflowModel` as its pyfunc implementation; its
+requirements are pinned from the installed versions (:func:`pinned_requirements`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+
+from asrflow.serve.model import AsrflowModel
+from asrflow.serve.settings import CHECKPOINT, DECODER, LM_FILES, DecoderSettings
+
+#: Distributions the model needs at load time (besides asrflow itself), pinned to the
+#: versions installed when it was packaged.
+RUNTIME_PACKAGES = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "pyarrow", "soundfile",
+                    "flashlight-text", "cloudpickle")
+
+
+def pinned_requirements() -> list[str]:
+    """:data:`RUNTIME_PACKAGES` pinned to the installed versions (local labels such as
+    ``+cpu`` dropped: they are not on the package index)."""
+    out = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            out.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Silence what MLflow says about choices made here on purpose: the class is pickled
+    by reference (an empty instance of an installed class), no signature or input example
+    (``predict`` takes a DataFrame with a ``path`` column or a plain list of paths, and an
+    example would need an audio file), and artifact copy progress bars."""
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            msg = record.getMessage()
+            return not msg.startswith(("Passing a Python object as `python_model`",
+                                       "Failed to infer model signature"))
+
+    log = logging.getLogger("mlflow.pyfunc")
+    drop = _Drop()
+    log.addFilter(drop)
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            yield
+    finally:
+        log.removeFilter(drop)
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+
+
+def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path, settings: DecoderSettings) -> Path:
+    """Write the pyfunc model directory ``out_dir`` (replacing any previous one) and return it.
+
+    Artifacts, all in ``out_dir/artifacts/``: ``model.pt`` (the checkpoint as train.py
+    saves it: weights, vocabulary, feature configuration, statistics), only the LM files
+    ``settings.mode`` needs (``lm.bin`` + ``lexicon.txt``, or ``char.bin``) and
+    ``decoder.json`` (``settings``). The package is built in a sibling temporary directory
+    and renamed into place, so ``out_dir`` never holds a half-written model. No network
+    access: requirements are pinned from the installed versions, not inferred.
+    """
+    out_dir, model_pt, lm_dir = Path(out_dir).absolute(), Path(model_pt).absolute(), Path(lm_dir).absolute()
+    if not model_pt.is_file():
+        raise FileNotFoundError(f"checkpoint {model_pt} does not exist")
+    from asrflow.models.checkpoint import UnsafeCheckpoint, load_safely
+
+    try:  # fails early on a file that is not a checkpoint
+        ckpt = load_safely(model_pt)
+        vocab_size, sample_rate = len(ckpt["vocab"]), int(ckpt["features"]["sample_rate"])
+    except UnsafeCheckpoint:
+        raise
+    except Exception as e:
+        raise ValueError(f"{model_pt} is not an asrflow checkpoint: {e}") from e
+    del ckpt
+    needed = {name: lm_dir / name for name in LM_FILES[settings.mode]}
+    absent = [str(p) for p in needed.values() if not p.is_file()]
+    if absent:
+        hint = " (set 'lm.char_order' so the lm stage builds char.bin)" if settings.mode == "lexicon_free" else ""
+        raise FileNotFoundError(f"decoder mode {settings.mode!r} needs {', '.join(absent)}{hint}")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        decoder_json = work / "decoder.json"
+        decoder_json.write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n")
+        pkg = work / "package"
+        with _quiet_mlflow():
+            mlflow.pyfunc.save_model(
+                path=str(pkg), python_model=AsrflowModel(),
+                artifacts={CHECKPOINT: str(model_pt), DECODER: str(decoder_json), **{n: str(p) for n, p in needed.items()}},
+                pip_requirements=pinned_requirements(),
+                metadata={"asrflow_version": _asrflow_version(), "decode_mode": settings.mode,
+                          "sample_rate": sample_rate, "vocab_size": vocab_size})
+        if out_dir.exists() or out_dir.is_symlink():
+            os.replace(out_dir, work / "previous")
+        os.replace(pkg, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def _asrflow_version() -> str:
+    try:
+        return metadata.version("asrflow")
+    except metadata.PackageNotFoundError:
+        return "unknown"

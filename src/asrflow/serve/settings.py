@@ -1,0 +1,54 @@
+"""What a packaged model is made of: the tuned :class:`DecoderSettings`, the LM files each
+decoding mode needs (:data:`LM_FILES`) and the artifact names inside a package."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asrflow.decode.beam import BeamConfig
+
+#: Names of the artifacts inside a packaged model (``context.artifacts`` keys); the LM
+#: files are stored under their own names (``lm.bin``, ``lexicon.txt``, ``char.bin``).
+CHECKPOINT, DECODER = "checkpoint", "decoder"
+#: LM files each decoding mode reads from the LM directory.
+LM_FILES = {"lexicon": ("lm.bin", "lexicon.txt"), "lexicon_free": ("char.bin",)}
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """Tuned beam-search settings: LM weight ``alpha``, word (lexicon-free: separator)
+    score ``beta``, and the ``decode`` block of params.yaml. ``tune/best.json`` holds
+    exactly these keys."""
+
+    alpha: float
+    beta: float
+    beam_size: int = 50
+    beam_threshold: float = 25.0
+    token_beam: int = 0
+    mode: str = "lexicon"
+
+    def __post_init__(self) -> None:
+        if self.mode not in LM_FILES:
+            raise ValueError(f"decoder mode {self.mode!r} is not one of {sorted(LM_FILES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DecoderSettings":
+        """Settings from a dict such as ``best.json``; ``alpha`` and ``beta`` are required,
+        keys that are not settings are ignored."""
+        missing = [k for k in ("alpha", "beta") if k not in d]
+        if missing:
+            raise ValueError(f"decoder settings lack {', '.join(missing)}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def beam_config(self) -> BeamConfig:
+        """The :class:`asrflow.decode.beam.BeamConfig` part (everything but alpha and beta)."""
+        from asrflow.decode.beam import BeamConfig
+
+        return BeamConfig(beam_size=self.beam_size, beam_threshold=self.beam_threshold,
+                          token_beam=self.token_beam, mode=self.mode)
