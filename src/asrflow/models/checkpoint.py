@@ -23,6 +23,15 @@ class UnsafeCheckpoint(ValueError):
     """A checkpoint file that carries Python objects other than tensors and plain values."""
 
 
+def model_checkpoint(model: DeepSpeech2, vocab: list[str], mean: torch.Tensor, std: torch.Tensor,
+                     features: FeatureConfig, **extra: Any) -> dict[str, Any]:
+    """The checkpoint a trained model is shipped as: its config and weights, the vocabulary, the
+    feature config and normalisation statistics (all :func:`load_checkpoint` needs), plus
+    ``extra`` plain values (the training params, epoch, dev rates)."""
+    return {"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), "vocab": vocab,
+            "stats": {"mean": mean.tolist(), "std": std.tolist()}, "features": features.__dict__, **extra}
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` atomically: ``path`` holds the previous file or the new one, whatever
     happens; a full disk is reported as such, naming the directory."""

@@ -24,7 +24,7 @@ from asrflow.data.manifest import ManifestAudio, read_manifest
 from asrflow.features.augment import Augmenter
 from asrflow.features.augment_config import AugmentConfig
 from asrflow.features.logmel import FeatureConfig, LogMel, read_stats
-from asrflow.models.checkpoint import load_safely, save_checkpoint
+from asrflow.models.checkpoint import load_safely, model_checkpoint, save_checkpoint
 from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
 from asrflow.scoring.metrics import corpus_rates
 from asrflow.text.vocab import Tokenizer, read_vocab
@@ -270,10 +270,8 @@ class _Run:
                    "lr": round(self.sched.get_last_lr()[0], 8), "elapsed_s": round(time.perf_counter() - t0, 1)}
             state["curve"].append(row)
             self.log(" ".join(f"{k}={v}" for k, v in row.items()))
-            ckpt = {"model_config": self.mcfg.to_dict(), "state_dict": self.model.state_dict(), "vocab": self.tokens,
-                    "stats": {"mean": self.mean.tolist(), "std": self.std.tolist()},
-                    "features": self.features.__dict__, "train": self.cfg.to_params(), "epoch": epoch + 1,
-                    "dev_cer": dev["cer"], "dev_wer": dev["wer"]}
+            ckpt = model_checkpoint(self.model, self.tokens, self.mean, self.std, self.features,
+                                    train=self.cfg.to_params(), epoch=epoch + 1, dev_cer=dev["cer"], dev_wer=dev["wer"])
             save_checkpoint(ckpt, epoch_checkpoint(self.paths.checkpoint_dir, epoch + 1))
             if dev["cer"] < state["best"][0]:
                 state["best"], state["since_best"] = [dev["cer"], dev["wer"], epoch + 1], 0
