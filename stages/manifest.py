@@ -23,7 +23,7 @@ def run(ctx: Context) -> dict:
     ctx.tracker.log_artifact(f"{ctx.args.out}/rejects.parquet")
     if metrics["rejected"]:
         reasons = ", ".join(f"{k[len('rejected_'):]}: {v}" for k, v in metrics.items() if k.startswith("rejected_"))
-        ctx.log(f"{metrics['rejected']} utterances rejected ({reasons}); see {ctx.args.out}/rejects.parquet")
+        ctx.log(f"{metrics['rejected']} utterances rejected ({reasons}); see {ctx.final(ctx.args.out)}/rejects.parquet")
     return metrics
 
 

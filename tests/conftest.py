@@ -21,6 +21,22 @@ os.environ["PATH"] = os.pathsep.join([str(REPO / ".venv" / "bin"), str(REPO / ".
                                       os.environ.get("PATH", "")])
 
 
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def config(cls, block: str, **overrides):
+    """``cls.from_params`` of params.yaml's ``block`` with ``overrides``: the library's config
+    types have no defaults of their own, so tests start from params.yaml too."""
+    return cls.from_params({**copy.deepcopy(PARAMS[block]), **overrides})
+
+
+def model_config(n_mels: int, vocab_size: int, **train):
+    """A ModelConfig from params.yaml's train block with ``train`` overrides."""
+    from asrflow.models.deepspeech2 import ModelConfig
+
+    return ModelConfig.from_params({**copy.deepcopy(PARAMS["train"]), **train}, n_mels, vocab_size)
+
+
 def tiny_params() -> dict:
     """params.yaml shrunk so the whole chain runs in well under a minute on 2 cores."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -249,3 +249,40 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_pa
     assert len(ours) > 15 and "models/synth/model.pt" in ours
     assert {k for k in ours if k.endswith(".tar.gz")} == {f"data/synth/archives/{s}.tar.gz" for s in ("train", "dev", "test")}
     assert ours == SMK_DIGESTS, sorted(k for k in ours if ours[k] != SMK_DIGESTS.get(k))
+
+
+def planned_jobs(repo) -> set[str]:
+    dry = run(["snakemake", "-n", "reports/synth_wer.md"], cwd=repo, env=ENV).stdout
+    if "Nothing to be done" in dry:
+        return set()
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.split("Job stats:")[1].split("Reasons")[0], re.M))
+    jobs.pop("total", None)
+    return set(jobs)
+
+
+def stale_in_dvc(repo) -> set[str]:
+    return set(json.loads(run(["dvc", "status", "--json"], cwd=repo).stdout or "{}"))
+
+
+@pytest.mark.parametrize("module, stale, planned", [
+    # features are computed by stats and train, and to read a model (tune, evaluate, register)
+    ("features/logmel.py", {"stats", "train", "tune", "evaluate", "register"},
+     {"stats", "train", "tune", "evaluate", "register", "report"}),
+    ("evaluate/report.py", {"report"}, {"report"}),
+])
+def test_a_code_edit_makes_exactly_the_stages_running_it_stale(smk_repo, module, stale, planned):
+    """Code lineage: a stage's code dependencies are what its entry point imports, so editing a
+    library module makes the stages that run it stale under both tools (DVC lists those whose
+    own dependencies changed; Snakemake plans them and what follows). Runs last: Snakemake
+    judges by modification time, so the edited file stays newer than the outputs."""
+    path = smk_repo / "src/asrflow" / module
+    original = path.read_text()
+    run(["dvc", "commit", "--force", "--quiet"], cwd=smk_repo)  # whatever the earlier tests left: recorded
+    run(["snakemake", "--touch", "reports/synth_wer.md"], cwd=smk_repo, env=ENV)
+    assert stale_in_dvc(smk_repo) == set() and planned_jobs(smk_repo) == set()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        assert stale_in_dvc(smk_repo) == stale
+        assert planned_jobs(smk_repo) == planned
+    finally:
+        path.write_text(original)

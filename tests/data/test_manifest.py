@@ -8,10 +8,11 @@ import soundfile as sf
 from asrflow.data.audio import load_audio
 from asrflow.features.geometry import ctc_min_frames
 from asrflow.data.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
+from conftest import model_config
 
 # 10 ms hop, conv time strides 3 and 1 (kernel 5): 30 ms per model frame, as the defaults
 CFG = ManifestConfig(min_duration=0.3, max_duration=5.0, allowed_chars="abcdefghijklmnopqrstuvwxyz'",
-                     sample_rate=16000, workers=1, audio_bytes=True, row_group_rows=2, hop_ms=10.0,
+                     sample_rate=16000, workers=1, audio_bytes=True, audio_codec="flac", row_group_rows=2, hop_ms=10.0,
                      conv_kernel_t=5, time_strides=(3, 1))
 
 
@@ -61,9 +62,9 @@ def test_ctc_min_frames_counts_repeats():
 @pytest.mark.parametrize("frames", [1, 7, 100, 333])
 def test_model_frames_match_the_model(frames):
     import torch
-    from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
-    m = DeepSpeech2(ModelConfig(n_mels=16, vocab_size=5, conv_channels=2, conv_strides=[(2, 3), (2, 1)],
-                                rnn_layers=1, rnn_hidden=4))
+    from asrflow.models.deepspeech2 import DeepSpeech2
+    m = DeepSpeech2(model_config(16, 5, conv_channels=2, conv_strides=[(2, 3), (2, 1)], conv_kernel=[5, 5],
+                                 rnn_layers=1, rnn_hidden=4))
     samples = (frames - 1) * 160
     _, lens = m(torch.zeros(1, frames, 16), torch.tensor([frames]))
     assert CFG.model_frames(samples) == int(lens[0])

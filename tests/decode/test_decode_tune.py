@@ -10,14 +10,14 @@ from asrflow.decode.search import grid_from_params, make_grid, run_grid
 from asrflow.scoring.metrics import best_point
 from asrflow.text.lm import LMConfig, build_lm
 from asrflow.text.vocab import Tokenizer
-from conftest import REPO
+from conftest import REPO, config
 from ctc_fixtures import ALPHABET, SENTENCES, TOKENS, emissions
 
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("lm")
-    m = build_lm(SENTENCES + ["CAFÉ au  lait!"], ALPHABET, d, LMConfig(order=3, char_order=5))
+    m = build_lm(SENTENCES + ["CAFÉ au  lait!"], ALPHABET, d, config(LMConfig, "lm", order=3, char_order=5))
     assert (m["chars_removed"], m["lines_changed"]) == (2, 1)  # É and !, the rest kept
     assert m["vocabulary"] == len({w for s in SENTENCES for w in s.split()}) + 3  # + caf, au, lait
     assert m["discount_fallback"] == 1 and m["char_discount_fallback"] == 1  # tiny repetitive text: lmplz said so
@@ -30,13 +30,13 @@ def lm_dir(tmp_path_factory):
 def test_greedy_and_beam_recover_text(lm_dir):
     em = emissions("hello world")
     assert greedy_decode(em, Tokenizer(TOKENS)) == "hello world"
-    bs = BeamSearch(TOKENS, lm_dir, BeamConfig(beam_size=10))
+    bs = BeamSearch(TOKENS, lm_dir, config(BeamConfig, "decode", beam_size=10))
     bs.set_weights(0.5, 0.0)
     assert bs.decode(em) == "hello world"
 
 
 def test_lexicon_corrects_a_misspelling(lm_dir):
-    bs = BeamSearch(TOKENS, lm_dir, BeamConfig(beam_size=20))
+    bs = BeamSearch(TOKENS, lm_dir, config(BeamConfig, "decode", beam_size=20))
     bs.set_weights(1.0, 0.0)
     em = emissions("the cat sxt on the mat")
     assert greedy_decode(em, Tokenizer(TOKENS)) == "the cat sxt on the mat"
@@ -44,19 +44,19 @@ def test_lexicon_corrects_a_misspelling(lm_dir):
 
 
 def test_lexicon_free_spells_words_outside_the_lexicon(lm_dir):
-    free = BeamSearch(TOKENS, lm_dir, BeamConfig(beam_size=20, mode="lexicon_free"))
+    free = BeamSearch(TOKENS, lm_dir, config(BeamConfig, "decode", beam_size=20, mode="lexicon_free"))
     free.set_weights(0.3, 0.0)
     assert free.decode(emissions("hello world")) == "hello world"
     assert free.decode(emissions("hello zorld")) == "hello zorld"  # not a lexicon word: only lexicon-free can say it
-    lex = BeamSearch(TOKENS, lm_dir, BeamConfig(beam_size=20))
+    lex = BeamSearch(TOKENS, lm_dir, config(BeamConfig, "decode", beam_size=20))
     lex.set_weights(0.3, 0.0)
     assert lex.decode(emissions("hello zorld")) != "hello zorld"
 
 
 def test_lexicon_free_without_a_char_lm_says_which_param(tmp_path):
-    build_lm(SENTENCES, ALPHABET, tmp_path, LMConfig(order=3))
+    build_lm(SENTENCES, ALPHABET, tmp_path, config(LMConfig, "lm", order=3))
     with pytest.raises(DecodeSetupError, match="lm.char_order"):
-        BeamSearch(TOKENS, tmp_path, BeamConfig(mode="lexicon_free"))
+        BeamSearch(TOKENS, tmp_path, config(BeamConfig, "decode", mode="lexicon_free"))
 
 
 def test_token_beam_and_threshold_prune(lm_dir):
@@ -65,7 +65,7 @@ def test_token_beam_and_threshold_prune(lm_dir):
     assert greedy != "the cat sat on the mat"
 
     def decode(**kw):
-        bs = BeamSearch(TOKENS, lm_dir, BeamConfig(beam_size=20, mode="lexicon_free", **kw))
+        bs = BeamSearch(TOKENS, lm_dir, config(BeamConfig, "decode", beam_size=20, mode="lexicon_free", **kw))
         bs.set_weights(1.0, 0.0)
         return bs.decode(em)
 
@@ -83,7 +83,7 @@ def test_grid_parallel_equals_serial(lm_dir):
     refs, lps = grid_inputs()
     grid = make_grid((0.0, 2.0), 3, (-1.0, 1.0), 2)
     assert len(grid) == 6 and grid[0].alpha == 0.0 and grid[-1].beta == 1.0
-    cfg = BeamConfig(beam_size=10)
+    cfg = config(BeamConfig, "decode", beam_size=10)
     serial = run_grid(grid, lps, refs, TOKENS, lm_dir, cfg, workers=1)
     parallel = run_grid(grid, lps, refs, TOKENS, lm_dir, cfg, workers=2)
     assert serial == parallel
@@ -103,7 +103,7 @@ def test_grid_loads_the_lm_once_per_worker_not_per_point(lm_dir, tmp_path, monke
     monkeypatch.setattr(tune_mod, "BeamSearch", CountingSearch)  # fork: workers inherit the patch
     refs, lps = grid_inputs()
     grid = make_grid((0.0, 2.0), 5, (-1.0, 1.0), 4)
-    rows = run_grid(grid, lps, refs, TOKENS, lm_dir, BeamConfig(beam_size=10), workers=2)
+    rows = run_grid(grid, lps, refs, TOKENS, lm_dir, config(BeamConfig, "decode", beam_size=10), workers=2)
     assert len(rows) == 20
     pids = log.read_text().split()
     assert len(pids) == len(set(pids)) == 2 and str(os.getpid()) not in pids

@@ -5,12 +5,13 @@ import torch
 
 from asrflow.data.audio import load_audio
 from asrflow.features.logmel import FeatureConfig, LogMel, compute_stats, num_frames
-from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
+from asrflow.models.deepspeech2 import DeepSpeech2, count_parameters
 from asrflow.train.batches import epoch_batches, make_batches
+from conftest import config, model_config
 
 
 def test_logmel_shape_and_stats(tmp_path):
-    cfg = FeatureConfig(n_mels=40)
+    cfg = config(FeatureConfig, "features", n_mels=40)
     x = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
     sf.write(tmp_path / "a.flac", x, 16000)
     feats = LogMel(cfg)(torch.from_numpy(x))
@@ -23,7 +24,7 @@ def test_logmel_is_torchaudios_log_mel_spectrogram():
     """LogMel computes the power and applies the filterbank its own (faster) way: the features
     are still torchaudio's HTK log-mel spectrogram, for one waveform or a batch."""
     import torchaudio
-    cfg = FeatureConfig()
+    cfg = config(FeatureConfig, "features")
     x = torch.from_numpy(np.random.default_rng(3).normal(0, 0.1, (2, 20_800)).astype(np.float32))
     ref = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
                                                n_mels=80, power=2.0)
@@ -36,7 +37,7 @@ def test_logmel_is_torchaudios_log_mel_spectrogram():
 
 
 def test_model_output_lengths_match():
-    cfg = ModelConfig(n_mels=40, vocab_size=30, conv_channels=4, rnn_layers=2, rnn_hidden=16)
+    cfg = model_config(40, 30, conv_channels=4, rnn_layers=2, rnn_hidden=16, conv_strides=[[2, 2], [2, 1]])
     m = DeepSpeech2(cfg).eval()
     x = torch.randn(3, 101, 40)
     lens = torch.tensor([101, 80, 33])
@@ -65,8 +66,8 @@ def test_batches_cover_each_utterance_once_per_epoch():
 
 def _family(**kw) -> DeepSpeech2:
     torch.manual_seed(0)
-    return DeepSpeech2(ModelConfig(n_mels=16, vocab_size=10, conv_channels=4, conv_strides=[(2, 1)], rnn_layers=2,
-                                   rnn_hidden=8, dropout=0.0, **kw)).eval()
+    return DeepSpeech2(model_config(16, 10, **{"conv_channels": 4, "conv_strides": [(2, 1)], "rnn_layers": 2,
+                                               "rnn_hidden": 8, "dropout": 0.0, **kw})).eval()
 
 
 def test_model_family_gru_lstm_directions_and_lookahead():

@@ -8,3 +8,32 @@ def test_repo_params_are_valid():
     p = load_params(REPO / "params.yaml")
     assert p["dataset"] == "synth"
     assert eval_splits(p, "librispeech") == ["test-clean", "test-other"]
+
+
+def test_config_types_have_no_defaults_of_their_own():
+    """params.yaml is the one source of defaults: every config type is built from it and has
+    no field default that could disagree with it."""
+    import dataclasses
+
+    from asrflow.data.manifest import ManifestConfig
+    from asrflow.decode.beam import BeamConfig
+    from asrflow.features.logmel import FeatureConfig
+    from asrflow.models.deepspeech2 import ModelConfig
+    from asrflow.serve.settings import DecoderSettings
+    from asrflow.text.lm import LMConfig
+    from asrflow.train.config import TrainConfig
+
+    p = load_params(REPO / "params.yaml")
+    built = {FeatureConfig: FeatureConfig.from_params(p["features"]), BeamConfig: BeamConfig.from_params(p["decode"]),
+             LMConfig: LMConfig.from_params(p["lm"]), TrainConfig: TrainConfig.from_params(p["train"]),
+             ManifestConfig: ManifestConfig.from_params(p), ModelConfig: ModelConfig.from_params(p["train"], 80, 29),
+             DecoderSettings: DecoderSettings.from_dict({**p["decode"], "alpha": 1.0, "beta": 0.5})}
+    for cls, cfg in built.items():
+        with_default = [f.name for f in dataclasses.fields(cls)
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        assert not with_default, f"{cls.__name__} has defaults of its own: {with_default}"
+    assert built[TrainConfig].to_params() == p["train"]
+    assert dataclasses.asdict(built[FeatureConfig]) == p["features"]
+    assert dataclasses.asdict(built[BeamConfig]) == p["decode"]
+    assert built[ManifestConfig].row_group_rows == p["manifest"]["row_group_rows"]
+    assert built[ModelConfig].conv_strides == [tuple(s) for s in p["train"]["conv_strides"]]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run, set_train, train_cmd
+from conftest import PARAMS, run, set_train, train_cmd
 
 ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
 
@@ -180,7 +180,7 @@ def test_crafted_pickle_checkpoint_is_refused_and_nothing_runs(data_repo, tmp_pa
     assert proc.returncode == 1 and "runs/pickle/checkpoints/last.pt: refused to load" in proc.stderr, proc.stderr[-2000:]
     assert "Nothing in it was run" in proc.stderr
     for load in (load_checkpoint, checkpoint_vocab,
-                 lambda p: package_model(tmp_path / "pkg", p, tmp_path, DecoderSettings.from_dict({"alpha": 1, "beta": 0}))):
+                 lambda p: package_model(tmp_path / "pkg", p, tmp_path, DecoderSettings.from_dict({**PARAMS["decode"], "alpha": 1, "beta": 0}))):
         with pytest.raises(UnsafeCheckpoint, match="refused to load"):
             load(crafted)
     assert not (data_repo / "pwned").exists() and not (tmp_path / "pwned").exists() and not Path("pwned").exists()

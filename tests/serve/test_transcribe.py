@@ -26,20 +26,20 @@ from asrflow.decode.beam import BeamSearch
 from asrflow.decode.logprobs import compute_logprobs
 from asrflow.features.logmel import FeatureConfig
 from asrflow.text.lm import LMConfig, build_lm
-from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
+from asrflow.models.deepspeech2 import DeepSpeech2
 from asrflow.data.audio import convert_audio, prepare_audio
 from asrflow.serve.loading import ModelLoadError, load_transcriber
 from asrflow.serve.model import AsrflowModel
 from asrflow.serve.package import package_model
 from asrflow.serve.settings import DecoderSettings
 from asrflow.text.vocab import BLANK, SPACE
-from conftest import REPO
+from conftest import REPO, config, model_config
 
 TOKENS = [BLANK, SPACE] + list("abcdefghijklmnopqrstuvwxyz'")
 SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a cat ate the rat", "hello world",
              "the world is round", "hello there cat"] * 5
 SETTINGS = DecoderSettings(alpha=0.5, beta=1.0, beam_size=8, beam_threshold=25.0, token_beam=0, mode="lexicon")
-FREE = DecoderSettings(alpha=0.3, beta=0.5, beam_size=8, mode="lexicon_free")
+FREE = DecoderSettings(alpha=0.3, beta=0.5, beam_size=8, beam_threshold=25.0, token_beam=0, mode="lexicon_free")
 
 
 def sox(*args: str) -> None:
@@ -49,8 +49,8 @@ def sox(*args: str) -> None:
 def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0) -> Path:
     """A randomly initialised (seeded) small model, saved with the dict layout train.py writes."""
     torch.manual_seed(seed)
-    feat = FeatureConfig(sample_rate=sample_rate, n_mels=40)
-    mcfg = ModelConfig(n_mels=40, vocab_size=len(TOKENS), conv_channels=4, rnn_layers=1, rnn_hidden=32)
+    feat = config(FeatureConfig, "features", sample_rate=sample_rate, n_mels=40)
+    mcfg = model_config(40, len(TOKENS), conv_channels=4, rnn_layers=1, rnn_hidden=32, conv_strides=[[2, 2], [2, 1]])
     model = DeepSpeech2(mcfg)
     rng = np.random.default_rng(seed)
     ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,
@@ -64,7 +64,7 @@ def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0) -> Path
 def assets(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("serving")
     a = {"dir": d, "model": make_checkpoint(d / "model.pt"), "lm": d / "lm"}
-    build_lm(SENTENCES, set(TOKENS[2:]), a["lm"], LMConfig(order=3, char_order=4))
+    build_lm(SENTENCES, set(TOKENS[2:]), a["lm"], config(LMConfig, "lm", order=3, char_order=4))
     audio = d / "audio"
     audio.mkdir()
     sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(audio / "tone.wav"), "synth", "1.0", "sine", "440")
@@ -111,7 +111,7 @@ def test_decoder_settings_round_trip():
     with pytest.raises(ValueError, match="alpha"):
         DecoderSettings.from_dict({"beta": 0.0})
     with pytest.raises(ValueError, match="mode"):
-        DecoderSettings(alpha=1, beta=0, mode="greedy")
+        DecoderSettings(alpha=1, beta=0, beam_size=8, beam_threshold=25.0, token_beam=0, mode="greedy")
 
 
 def test_package_holds_only_what_the_mode_needs_and_replaces_atomically(assets, tmp_path):

@@ -23,7 +23,7 @@ import os
 import sys
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,13 @@ class ManifestConfig:
     max_duration: float
     allowed_chars: str
     sample_rate: int
-    workers: int = 0
-    audio_bytes: bool = False
-    audio_codec: str = "flac"
-    row_group_rows: int = 128
-    hop_ms: float = 10.0
-    conv_kernel_t: int = 5
-    time_strides: tuple[int, ...] = field(default_factory=tuple)
+    workers: int
+    audio_bytes: bool
+    audio_codec: str
+    row_group_rows: int
+    hop_ms: float
+    conv_kernel_t: int
+    time_strides: tuple[int, ...]
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> "ManifestConfig":

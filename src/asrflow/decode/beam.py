@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +24,16 @@ from asrflow.text.vocab import BLANK, SPACE, Tokenizer
 
 @dataclass(frozen=True)
 class BeamConfig:
-    """The ``decode`` block of params.yaml."""
+    """The ``decode`` block of params.yaml (its comments say what each key does)."""
 
-    beam_size: int = 50
-    beam_threshold: float = 25.0
-    token_beam: int = 0
-    mode: str = "lexicon"        # lexicon: words from lexicon.txt + word LM; lexicon_free: char LM
+    beam_size: int
+    beam_threshold: float
+    token_beam: int
+    mode: str        # lexicon: words from lexicon.txt + word LM; lexicon_free: char LM
+
+    @classmethod
+    def from_params(cls, decode: dict[str, Any]) -> "BeamConfig":
+        return cls(**decode)
 
 
 class DecodeSetupError(RuntimeError):

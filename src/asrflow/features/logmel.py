@@ -18,10 +18,10 @@ import torchaudio
 class FeatureConfig:
     """The ``features`` block of params.yaml."""
 
-    sample_rate: int = 16000
-    n_mels: int = 80
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
+    sample_rate: int
+    n_mels: int
+    win_ms: float
+    hop_ms: float
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> "FeatureConfig":

@@ -7,7 +7,7 @@ frames (DeepSpeech2's "row convolution").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -22,15 +22,15 @@ class ModelConfig:
 
     n_mels: int
     vocab_size: int
-    conv_channels: int = 32
-    conv_kernel: tuple[int, int] = (5, 5)
-    conv_strides: list[tuple[int, int]] = field(default_factory=lambda: [(2, 2), (2, 1)])
-    rnn_layers: int = 3
-    rnn_hidden: int = 256
-    dropout: float = 0.1
-    rnn_type: str = "gru"         # gru | lstm
-    bidirectional: bool = True
-    lookahead: int = 0            # future frames seen by the lookahead conv (unidirectional only); 0 = none
+    conv_channels: int
+    conv_kernel: tuple[int, int]
+    conv_strides: list[tuple[int, int]]
+    rnn_layers: int
+    rnn_hidden: int
+    dropout: float
+    rnn_type: str                 # gru | lstm
+    bidirectional: bool
+    lookahead: int                # future frames seen by the lookahead conv (unidirectional only); 0 = none
 
     @classmethod
     def from_params(cls, train: dict[str, Any], n_mels: int, vocab_size: int) -> "ModelConfig":

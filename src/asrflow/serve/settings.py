@@ -24,10 +24,10 @@ class DecoderSettings:
 
     alpha: float
     beta: float
-    beam_size: int = 50
-    beam_threshold: float = 25.0
-    token_beam: int = 0
-    mode: str = "lexicon"
+    beam_size: int
+    beam_threshold: float
+    token_beam: int
+    mode: str
 
     def __post_init__(self) -> None:
         if self.mode not in LM_FILES:
@@ -38,9 +38,9 @@ class DecoderSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DecoderSettings":
-        """Settings from a dict such as ``best.json``; ``alpha`` and ``beta`` are required,
-        keys that are not settings are ignored."""
-        missing = [k for k in ("alpha", "beta") if k not in d]
+        """Settings from a dict such as ``best.json``; every setting is required, keys that
+        are not settings are ignored."""
+        missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
             raise ValueError(f"decoder settings lack {', '.join(missing)}")
         names = {f.name for f in fields(cls)}

@@ -45,21 +45,21 @@ class LMError(RuntimeError):
 class LMConfig:
     """The ``lm`` block of params.yaml."""
 
-    order: int = 3
-    sources: tuple[str, ...] = ("corpus", "transcripts")
-    top_k: int = 0                                 # keep the K most frequent words; 0 = all
-    prune: tuple[int, ...] = ()                    # lmplz --prune thresholds per order
-    memory: str = "20%"                            # lmplz -S
-    tmp_dir: str | None = None                     # lmplz -T; None = the system's temp dir
-    binary_type: str = "probing"                   # build_binary: probing or trie
-    quantize: dict[str, int] | None = None         # trie only: pointer_bits/prob_bits/backoff_bits
-    char_order: int = 0                            # character n-gram for lexicon-free decoding; 0 = none
+    order: int
+    sources: tuple[str, ...]
+    top_k: int                                     # keep the K most frequent words; 0 = all
+    prune: tuple[int, ...]                         # lmplz --prune thresholds per order
+    memory: str                                    # lmplz -S
+    tmp_dir: str | None                            # lmplz -T; None = the system's temp dir
+    binary_type: str                               # build_binary: probing or trie
+    quantize: dict[str, int] | None                # trie only: pointer_bits/prob_bits/backoff_bits
+    char_order: int                                # character n-gram for lexicon-free decoding; 0 = none
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> "LMConfig":
-        return cls(order=p["order"], sources=tuple(p["sources"]), top_k=p.get("top_k", 0),
-                   prune=tuple(p.get("prune") or ()), memory=p["memory"], tmp_dir=p.get("tmp_dir"),
-                   binary_type=p["binary_type"], quantize=p.get("quantize"), char_order=p.get("char_order", 0))
+        return cls(order=p["order"], sources=tuple(p["sources"]), top_k=p["top_k"], prune=tuple(p["prune"] or ()),
+                   memory=p["memory"], tmp_dir=p["tmp_dir"], binary_type=p["binary_type"], quantize=p["quantize"],
+                   char_order=p["char_order"])
 
 
 # ------------------------------------------------------------------------------- text
