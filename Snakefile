@@ -68,7 +68,7 @@ for _stage in P.STAGES:
         output: P.smk_outputs(_stage.name, directory, report, REPORT)
         params: values=P.smk_params(_stage.name, config), template=P.smk_template(_stage.name)
         conda: "envs/asrflow.yaml"
-        log: f"logs/{{dataset}}/{_stage.name}.log"
+        log: _stage.log
         benchmark: f"benchmarks/{{dataset}}/{_stage.name}.tsv"
         threads: ALL_CORES if _stage.all_cores else 1
         resources: **_stage.resources, **P.smk_resources(_stage.name, config)

@@ -8,6 +8,7 @@ from asrflow.pipeline.stagekit import Context, main
 
 def add_args(p):
     p.add_argument("--manifests", required=True)
+    p.add_argument("--metrics", required=True)
     p.add_argument("--out", required=True, help="stats JSON")
 
 

@@ -7,6 +7,7 @@ from asrflow.text.vocab import build_vocab, write_vocab
 
 def add_args(p):
     p.add_argument("--manifests", required=True)
+    p.add_argument("--metrics", required=True)
     p.add_argument("--out", required=True, help="vocabulary file, one token per line")
 
 

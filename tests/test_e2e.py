@@ -64,8 +64,22 @@ def smk_repo(tmp_path_factory):
     return repo
 
 
+def assert_every_stage_wrote_its_log_metrics_and_benchmark(repo, benchmarks: bool):
+    """What the README promises of every stage, under either orchestrator: its metrics JSON and
+    its own log (timestamped lines, no progress-bar redraws, the command it ran first);
+    under Snakemake also its benchmark TSV."""
+    for name in STAGES:
+        assert json.loads((repo / f"metrics/synth/{name}.json").read_text())["stage_seconds"] > 0, name
+        lines = (repo / f"logs/synth/{name}.log").read_text().splitlines()
+        assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines), (name, lines[:5])
+        assert f"stages/{name}.py" in lines[0] and "\r" not in "".join(lines)
+        assert any(f"[{name}] done in" in line for line in lines), (name, lines[-3:])
+        assert (repo / f"benchmarks/synth/{name}.tsv").exists() == benchmarks, name
+
+
 def test_snakemake_run_produces_report(smk_repo):
     assert_report_has_numbers(smk_repo)
+    assert_every_stage_wrote_its_log_metrics_and_benchmark(smk_repo, benchmarks=True)
 
 
 def test_dvc_status_clean_after_snakemake(smk_repo):
@@ -240,6 +254,7 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_pa
     out = run(["dvc", "repro"], cwd=repo, env=ENV).stdout
     assert all(f"Running stage '{s}'" in out for s in STAGES), out
     assert_report_has_numbers(repo)
+    assert_every_stage_wrote_its_log_metrics_and_benchmark(repo, benchmarks=False)
     shown = run(["dvc", "metrics", "show", "--json"], cwd=repo).stdout
     assert "beam_wer" in shown
     runs = runs_by_stage(repo)

@@ -33,7 +33,7 @@ def snakemake_jobs() -> dict[str, dict]:
         shell = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
         jobs[m.group(1)] = {"deps": set(fields.get("input", "").split(", ")) - {""},
                             "outs": set(fields["output"].split(", ")),
-                            "cmd": re.sub(r" 2>&1 \| tee logs/\S+$", "", shell)}
+                            "cmd": shell}
     return jobs
 
 
@@ -85,4 +85,4 @@ def test_stage_entry_point_exists_and_validates(stage, tmp_path):
 
 def _dummy_args(stage: str) -> list[str]:
     opts = re.findall(r"--([a-z-]+) ", P.stage(stage).cmd.split(f"stages/{stage}.py")[1] + " ")
-    return [x for o in opts if o not in ("params", "dataset") for x in (f"--{o}", str(REPO / "nonexistent"))]
+    return [x for o in opts if o not in ("params", "dataset", "log") for x in (f"--{o}", str(REPO / "nonexistent"))]

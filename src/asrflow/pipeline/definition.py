@@ -55,10 +55,16 @@ class Stage:
     resources: dict[str, int] = field(default_factory=dict)
 
     @property
+    def log(self) -> str:
+        """The stage's own log (it writes it under either orchestrator; Snakemake's ``log:``)."""
+        return f"logs/{{dataset}}/{self.name}.log"
+
+    @property
     def cmd(self) -> str:
         """The command template (placeholders: ``{dataset}``, ``{key.path}``; see asrflow.pipeline.launch)."""
         opts = [f"--{k} {v.rstrip('/')}" for k, v in self.args.items()]
-        return " ".join([self.launcher, f"stages/{self.name}.py", "--params params.yaml --dataset {dataset}", *opts])
+        return " ".join([self.launcher, f"stages/{self.name}.py", "--params params.yaml --dataset {dataset}",
+                         f"--log {self.log}", *opts])
 
     @property
     def code(self) -> list[str]:
@@ -160,10 +166,10 @@ STAGES: list[Stage] = [
           params=["datasets", "manifest", "features.sample_rate", "features.hop_ms", "train.conv_kernel",
                   "train.conv_strides"],
           metrics=[f"{MET}/manifest.json"], all_cores=True),
-    Stage("stats", {"manifests": f"{MAN}/", "out": STATS},
-          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"]),
-    Stage("vocab", {"manifests": f"{MAN}/", "out": VOCAB},
-          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"]),
+    Stage("stats", {"manifests": f"{MAN}/", "out": STATS, "metrics": f"{MET}/stats.json"},
+          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], metrics=[f"{MET}/stats.json"]),
+    Stage("vocab", {"manifests": f"{MAN}/", "out": VOCAB, "metrics": f"{MET}/vocab.json"},
+          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"]),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},
           deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"], metrics=[f"{MET}/lm.json"]),
@@ -196,13 +202,13 @@ STAGES: list[Stage] = [
     # Lineage: the report states the DVC hashes of manifests, vocab, LM and model, so it depends on them.
     Stage("report", {"metrics-dir": MET, "plots-dir": PLOTS, "results": f"{EVAL}/", "manifests": f"{MAN}/",
                      "vocab": VOCAB, "lm": f"{LM}/", "model": f"{MODEL}/", "cache": CACHE,
-                     "out": "reports/{dataset}_wer.md"},
+                     "out": "reports/{dataset}_wer.md", "metrics": f"{MET}/report.json"},
           deps=[f"{MET}/manifest.json", f"{MET}/lm.json", f"{MET}/train.json", f"{MET}/tune.json",
                 f"{MET}/evaluate.json", f"{MET}/register.json", f"{PLOTS}/learning_curve.csv",
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
-          params=["evaluate.top_errors"]),
+          params=["evaluate.top_errors"], metrics=[f"{MET}/report.json"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -290,10 +296,10 @@ def smk_outputs(name: str, directory: Callable[[str], Any], report: Callable[...
 
 
 # Every rule's shell line: the launcher with the dataset wildcard and the rule's command template
-# (params.template, shell-quoted), its console copied to the rule's log. One constant for all
-# rules: Snakemake evaluates a `shell:` expression when the job runs, after the loop that
-# defines the rules has moved on, so it must not refer to the loop's variable.
-SMK_SHELL = f"{LAUNCH} --dataset {{wildcards.dataset:q}} {{params.template:q}} 2>&1 | tee {{log}}"
+# (params.template, shell-quoted); the stage writes the rule's log itself (--log), as under DVC.
+# One constant for all rules: Snakemake evaluates a `shell:` expression when the job runs, after
+# the loop that defines the rules has moved on, so it must not refer to the loop's variable.
+SMK_SHELL = f"{LAUNCH} --dataset {{wildcards.dataset:q}} {{params.template:q}}"
 
 
 def smk_template(name: str) -> Callable[[Any], str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from asrflow.common.files import write_json
+from asrflow.common.logfile import LogTee
 from asrflow.pipeline.config import ParamsError, check_dataset, load_params
 from asrflow.pipeline.definition import lookup, stage
 from asrflow.pipeline.tracking import StageRun, TrackingUnavailable, check_store, redact
@@ -112,15 +114,29 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"asrflow stage '{name}'")
     parser.add_argument("--params", required=True, help="params.yaml to read")
     parser.add_argument("--dataset", required=True, help="dataset name (a key of 'datasets' in params.yaml)")
+    parser.add_argument("--log", help="the stage's log file: what it prints, with timestamps, and tracebacks")
     add_args(parser)
     args = parser.parse_args(argv)
+    master = int(os.environ.get("RANK", "0")) == 0
+    log = LogTee(sys.stderr, args.log) if args.log and master else None
+    if log:
+        sys.stderr = log
+        log.file_only(f"{shlex.join(['stages/' + name + '.py', *(argv if argv is not None else sys.argv[1:])])}")
+    try:
+        return _run(name, run, args, master, log)
+    finally:
+        if log:
+            log.close()
+
+
+def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Namespace, master: bool,
+         log: LogTee | None) -> int:
     try:
         params = load_params(args.params)
         check_dataset(params, args.dataset)
     except ParamsError as e:
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2
-    master = int(os.environ.get("RANK", "0")) == 0
     try:  # before any work: a stage must not compute for an hour and then fail to record it
         if master:
             check_store(params["mlflow"])
@@ -148,8 +164,13 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
         if isinstance(e, KeyboardInterrupt):
             print(f"[{name}] interrupted", file=sys.stderr)
         else:  # redacted: an error may quote a URL with a password in it
-            print(redact(traceback.format_exc()), end="", file=sys.stderr)
-            print(f"[{name}] error: {redact(str(e))}", file=sys.stderr)
+            trace = redact(traceback.format_exc())
+            if log:  # the traceback is for whoever debugs asrflow: in the log, not on the terminal
+                log.file_only(trace)
+            else:
+                print(trace, end="", file=sys.stderr)
+            print(f"[{name}] error: {redact(str(e))}" + (f" (traceback in {log.path})" if log else ""),
+                  file=sys.stderr)
         if not master:
             return 1
         removed = outputs.discard()
