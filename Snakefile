@@ -18,10 +18,18 @@ from asrflow.pipeline import definition as P
 from asrflow.pipeline.config import ParamsError, validate_params
 
 configfile: "params.yaml"
-try:  # the schema (src/asrflow/params.schema.yaml) and what it cannot express, before any job runs
+try:  # the schema (src/asrflow/pipeline/params.schema.yaml) and what it cannot express, before any job runs
     validate_params(config)
 except ParamsError as e:  # one line naming the key and what is allowed
     raise WorkflowError(str(e)) from None
+# Every stage reads params.yaml itself (the same command runs under DVC), so a value given with
+# --config or --configfile would change what Snakemake plans but not what the stages compute:
+# refused, naming the keys, rather than accepted and ignored.
+_overridden = P.overridden_keys(config, "params.yaml")
+if _overridden:
+    raise WorkflowError(f"--config/--configfile change {', '.join(_overridden)}, but every stage reads params.yaml "
+                        "from disk, so the change would be planned and not applied: edit params.yaml instead "
+                        "(or try it as a DVC experiment: dvc exp run -S key=value)")
 
 # "As many cores as the run was given": Snakemake caps a rule's threads at --cores. (Not
 # workflow.cores, which is unset under --report, --dag and friends.)

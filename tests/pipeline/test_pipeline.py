@@ -86,3 +86,15 @@ def test_stage_entry_point_exists_and_validates(stage, tmp_path):
 def _dummy_args(stage: str) -> list[str]:
     opts = re.findall(r"--([a-z-]+) ", P.stage(stage).cmd.split(f"stages/{stage}.py")[1] + " ")
     return [x for o in opts if o not in ("params", "dataset", "log") for x in (f"--{o}", str(REPO / "nonexistent"))]
+
+
+def test_snakemake_config_overrides_are_refused_not_ignored(tmp_path):
+    """Stages read params.yaml from disk, so --config/--configfile would be planned but not
+    applied: Snakemake stops, naming the keys."""
+    over = tmp_path / "over.yaml"
+    over.write_text("train:\n  lr: 0.002\n")
+    for extra in (["--configfile", str(over)], ["--config", "seed=5"]):
+        proc = run(["snakemake", "-n", "reports/synth_wer.md", *extra], cwd=REPO, check=False)
+        assert proc.returncode != 0, proc.stdout
+        key = "train.lr" if "--configfile" in extra else "seed"
+        assert f"--config/--configfile change {key}, but every stage reads params.yaml" in proc.stderr, proc.stderr

@@ -346,6 +346,7 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
     metrics: dict[str, Any] = {}
     all_rejects: list[dict] = []
     speakers: dict[str, set[str]] = {}
+    texts: dict[str, set[str]] = {}
     for split, subsets in splits.items():
         df, rejects = build_split(raw_dir, split, subsets, cfg)
         n, late = write_split(df, out_dir, split, cfg)
@@ -357,6 +358,7 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
         late_ids = {r["utt_id"] for r in late}
         df = df[~df["utt_id"].isin(late_ids)]
         speakers[split] = set(df["speaker_id"])
+        texts[split] = set(df["text"])
         metrics[f"{split}_utterances"] = int(len(df))
         metrics[f"{split}_hours"] = round(float(df["duration"].sum()) / 3600, 4)
         metrics[f"{split}_speakers"] = len(speakers[split])
@@ -365,6 +367,8 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
         if split != "train":
             # Speakers a scored split shares with training: 0 means the split measures unseen voices.
             metrics[f"{split}_speakers_in_train"] = len(speakers[split] & speakers.get("train", set()))
+            # and the sentences it shares: read in training, a sentence is not a fair test of it
+            metrics[f"{split}_texts_in_train"] = len(texts[split] & texts.get("train", set()))
     rej = pd.DataFrame(all_rejects, columns=REJECT_COLUMNS)
     pq.write_table(pa.Table.from_pandas(rej, preserve_index=False), out_dir / "rejects.parquet")
     reasons = Counter(r["reason"] for r in all_rejects)

@@ -141,6 +141,20 @@ def _top_errors(errors: dict[str, list[tuple[str, int]]]) -> list[str]:
     return lines + [""]
 
 
+def _overlap(man: dict[str, Any]) -> list[str]:
+    """What the manifests say about held-out speakers and sentences, split by split."""
+    out = []
+    for key in sorted(k for k in man if k.endswith("_speakers_in_train")):
+        split = key[: -len("_speakers_in_train")]
+        spk, n_spk, txt = man[key], man.get(f"{split}_speakers", 0), man.get(f"{split}_texts_in_train")
+        who = (f"none of its {n_spk} speakers occurs in training" if spk == 0 else
+               f"{spk} of its {n_spk} speakers also occur{'s' if spk == 1 else ''} in training")
+        what = ("" if txt is None else "; no sentence of it is in training" if txt == 0 else
+                f"; {txt} of its sentences are also in training")
+        out.append(f"- {split}: {who}{what}.")
+    return out
+
+
 def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[dict[str, float]],
                  grid: list[dict[str, float]], out_md: str | Path, *, by_duration: list[dict[str, str]],
                  lineage: dict[str, Any], products: dict[str, str], top_errors: dict[str, list[tuple[str, int]]],
@@ -189,15 +203,15 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
               f"({_fmt(tr.get('train_audio_s_per_s', 0.0), 1)} audio-s/s)",
               f"- best epoch {tr['best_epoch']} by dev CER ({_fmt(tr['best_dev_cer'])}%)",
               "", "![learning curve](" + curve_png.name + ")", "",
-              "## Data", "",
-              "Splits hold out whole speakers: the last column counts a split's speakers that also "
-              "occur in training (0 = every test voice is unseen). Sentences are disjoint across splits.", "",
-              "| split | utterances | hours | speakers | speakers also in train |", "|---|---:|---:|---:|---:|"]
+              "## Data", "", *_overlap(man), "",
+              "| split | utterances | hours | speakers | speakers also in train | sentences also in train |",
+              "|---|---:|---:|---:|---:|---:|"]
     for key in sorted(k for k in man if k.endswith("_utterances")):
         split = key[: -len("_utterances")]
-        shared = "—" if split == "train" else man.get(f"{split}_speakers_in_train", "?")
+        shared = ("—", "—") if split == "train" else (man.get(f"{split}_speakers_in_train", "?"),
+                                                       man.get(f"{split}_texts_in_train", "?"))
         lines.append(f"| {split} | {man[key]} | {_fmt(man.get(f'{split}_hours', 0.0), 3)} | "
-                     f"{man.get(f'{split}_speakers', '?')} | {shared} |")
+                     f"{man.get(f'{split}_speakers', '?')} | {shared[0]} | {shared[1]} |")
     rejected = {k[len("rejected_"):]: v for k, v in man.items() if k.startswith("rejected_")}
     lines += ["", f"Rejected by the manifest stage: {man.get('rejected', 0)} utterances "
               "(`data/<dataset>/manifests/rejects.parquet` lists each with its reason)."]

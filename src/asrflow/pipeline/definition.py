@@ -332,6 +332,20 @@ def smk_params(name: str, config: dict[str, Any]) -> str:
     return json.dumps({k: lookup(config, k) for k in stage(name).params}, sort_keys=True)
 
 
+def overridden_keys(config: dict[str, Any], params_path: str | Path) -> list[str]:
+    """The dotted keys whose value in Snakemake's ``config`` differs from params.yaml on disk
+    (what ``--config``/``--configfile`` changed), sorted."""
+    disk = yaml.safe_load(Path(params_path).read_text())
+
+    def walk(a: Any, b: Any, prefix: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [k for key in sorted(set(a) | set(b), key=str)
+                    for k in walk(a.get(key), b.get(key), f"{prefix}{key}.")]
+        return [] if a == b else [prefix.rstrip(".")]
+
+    return walk(config, disk, "")
+
+
 def dvc_commit(config: dict[str, Any], root: Path = Path(".")) -> list[str]:
     """Record finished stages of params.yaml's dataset in dvc.lock (after a Snakemake run).
 
