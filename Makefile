@@ -72,10 +72,12 @@ $(BENCH_VENV)/.installed: | $(VENV)/.installed
 	$(VENV)/bin/uv pip install -q --python $(BENCH_VENV)/bin/python --no-deps pyctcdecode==0.5.0
 	touch $@
 
-# Each benchmark prints one JSON object as its last line and writes reports/bench/<name>.json.
+# Each benchmark prints one JSON object as its last line and writes reports/bench/<name>.json
+# (with the commit, date and machine); then docs/BENCHMARKS.md is rendered from them.
 bench: install $(BENCH_VENV)/.installed
 	@benches="$(wildcard bench/bench_*.py)"; [ -n "$$benches" ] || { echo "no benchmarks under bench/ yet"; exit 0; }; \
 	for b in $$benches; do $(PY) $$b; done
+	$(PY) bench/page.py
 
 # Snakemake's HTML report of the finished run (figures and tables with captions).
 report: install

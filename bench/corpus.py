@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +72,23 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def provenance() -> dict:
+    """Where and when a figure was measured: commit (``-dirty`` with uncommitted changes), UTC
+    date, CPU model, cores this process may use, machine."""
+    from asrflow.pipeline.lineage import git_state
+
+    git = git_state(REPO)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown") \
+        if Path("/proc/cpuinfo").exists() else platform.processor() or "unknown"
+    return {"commit": git.label, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu,
+            "cores": len(os.sched_getaffinity(0)), "machine": platform.machine()}
+
+
 def emit(name: str, result: dict) -> None:
-    """Write reports/bench/<name>.json and print the JSON object as the last line."""
+    """Write reports/bench/<name>.json (the figures and their provenance) and print the JSON
+    object as the last line."""
+    result = {**result, "provenance": provenance()}
     out = REPO / "reports" / "bench" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
