@@ -54,8 +54,12 @@ class TrainConfig:
         return cls(**train)
 
     def to_params(self) -> dict[str, Any]:
-        """The block as params.yaml holds it (what checkpoints and the run fingerprint record)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The block as params.yaml holds it (what checkpoints and the run fingerprint record).
+
+        Its keys are fresh strings, as a YAML load makes them, not the interned field names: a
+        checkpoint pickles repeated string objects as references, so keys shared with the model
+        config's field names would change the checkpoint's bytes (not its content)."""
+        return {f.name.encode().decode(): getattr(self, f.name) for f in fields(self)}
 
 
 # train params that change how a run is checkpointed, stopped or launched but not the weights it reaches
