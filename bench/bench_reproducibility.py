@@ -26,7 +26,9 @@ from corpus import emit  # noqa: E402  (bench/ is on sys.path when run as a scri
 
 def run_once(workdir: Path) -> float:
     repo = copy_project(REPO, workdir)
-    env = {**os.environ, "PATH": f"{REPO}/.venv/bin:{REPO}/.tools/kenlm/bin:{os.environ['PATH']}"}
+    # the copy's own code, not the (editable-installed) working tree's, which may change meanwhile
+    env = {**os.environ, "PATH": f"{REPO}/.venv/bin:{REPO}/.tools/kenlm/bin:{os.environ['PATH']}",
+           "PYTHONPATH": str(repo / "src")}
     env.pop("ASRFLOW_INVOCATION", None)
     t0 = time.perf_counter()
     subprocess.run(["snakemake", "-j", str(os.cpu_count()), "reports/synth_wer.md"], cwd=repo, env=env,
