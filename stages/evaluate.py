@@ -6,6 +6,7 @@ acoustic model and of each decoder (measured separately), per-utterance results
 and WER by utterance duration (a DVC plot).
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,8 +33,13 @@ def run(ctx: Context) -> dict:
     a, ev = ctx.args, ctx.params["evaluate"]
     model = f"{a.model}/model.pt"
     best = json.loads(Path(a.tune, "best.json").read_text())
-    search = BeamSearch(checkpoint_vocab(model), a.lm, BeamConfig(**ctx.params["decode"]))
+    tokens, decode = checkpoint_vocab(model), BeamConfig.from_params(ctx.params["decode"])
+    search = BeamSearch(tokens, a.lm, decode)
     search.set_weights(best["alpha"], best["beta"])
+    charlm = None
+    if "lexicon_free" in best:  # tuned beside the headline (see the tune stage)
+        charlm = BeamSearch(tokens, a.lm, dataclasses.replace(decode, mode="lexicon_free"))
+        charlm.set_weights(best["lexicon_free"]["alpha"], best["lexicon_free"]["beta"])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = eval_splits(ctx.params, ctx.dataset)
@@ -41,7 +47,7 @@ def run(ctx: Context) -> dict:
     by_duration = []
     for split in splits:
         m, rows, cached = evaluate_split(split, model, f"{a.manifests}/{split}.parquet", a.cache, search, out,
-                                         ev["max_utterances"], ev["duration_bins"])
+                                         ev["max_utterances"], ev["duration_bins"], charlm)
         metrics[split] = m
         by_duration += rows
         ctx.log(f"{split}: greedy WER {m['greedy_wer']:.2f}% CER {m['greedy_cer']:.2f}% | beam+LM WER "

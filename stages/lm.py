@@ -1,11 +1,12 @@
 """Stage 'lm': KenLM n-grams over the LM text (word LM + lexicon, optional character LM),
-with their perplexity on the dev transcripts."""
+with their perplexity and the out-of-vocabulary words of dev and every test split."""
 
 from pathlib import Path
 
 from asrflow.data.manifest import read_manifest
+from asrflow.pipeline.config import eval_splits
 from asrflow.pipeline.stagekit import Context, main
-from asrflow.text.lm import LMConfig, build_lm, find_corpus, lm_text, perplexity
+from asrflow.text.lm import LMConfig, build_lm, find_corpus, lm_text, oov_stats, perplexity, read_lexicon_words
 from asrflow.text.vocab import BLANK, SPACE, read_vocab
 
 
@@ -22,14 +23,21 @@ def run(ctx: Context) -> dict:
     corpus = find_corpus(Path(a.archives))
     if corpus is None and "corpus" in cfg.sources:
         ctx.log(f"no LM corpus in {a.archives}; using the other sources only")
-    transcripts = read_manifest(f"{a.manifests}/train.parquet")["text"] if "transcripts" in cfg.sources else []
+    train = read_manifest(f"{a.manifests}/train.parquet")["text"]
     alphabet = set(read_vocab(a.vocab)) - {BLANK, SPACE}
-    metrics = build_lm(lm_text(cfg, corpus, transcripts), alphabet, a.out, cfg)
+    metrics = build_lm(lm_text(cfg, corpus, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg)
     out = Path(a.out)
-    dev = read_manifest(f"{a.manifests}/dev.parquet")["text"].tolist()
-    metrics.update({f"dev_{k}": v for k, v in perplexity(out / "lm.bin", dev).items()})
-    if cfg.char_order:
-        metrics.update({f"char_dev_{k}": v for k, v in perplexity(out / "char.bin", dev, chars=True).items()})
+    lexicon, heard = read_lexicon_words(out / "lexicon.txt"), {w for t in train for w in t.split()}
+    for split in ["dev", *eval_splits(ctx.params, ctx.dataset)]:
+        texts = read_manifest(f"{a.manifests}/{split}.parquet")["text"].tolist()
+        metrics.update({f"{split}_{k}": v for k, v in perplexity(out / "lm.bin", texts).items()})
+        # words the lexicon cannot spell (what a lexicon decoder must get wrong) and words no
+        # training transcript has
+        metrics.update({f"{split}_{k}": v for k, v in oov_stats(texts, lexicon).items() if k != "oov_rate"})
+        metrics[f"{split}_train_oov_rate"] = oov_stats(texts, heard)["oov_rate"]
+        if cfg.char_order:
+            metrics.update({f"char_{split}_{k}": v
+                            for k, v in perplexity(out / "char.bin", texts, chars=True).items()})
     ctx.log(f"{cfg.order}-gram over {metrics['sentences']} sentences, {metrics['vocabulary']} words kept "
             f"({metrics['unk_tokens']} tokens mapped to <unk>): {metrics['ngrams']} n-grams, "
             f"{cfg.binary_type} binary {metrics['binary_mb']} MB; dev perplexity {metrics['dev_perplexity']} "

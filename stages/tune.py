@@ -1,9 +1,10 @@
-"""Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once."""
+"""Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once (and the
+same grid for lexicon-free decoding with the character LM, when there is one)."""
 
 from pathlib import Path
 
 from asrflow.common.files import write_csv, write_json
-from asrflow.decode.search import tune
+from asrflow.decode.search import alternative_mode, tune
 from asrflow.evaluate.plots import plot_surface
 from asrflow.pipeline.stagekit import Context, main
 
@@ -20,15 +21,33 @@ def add_args(p):
 
 def run(ctx: Context) -> dict:
     a, t = ctx.args, ctx.params["tune"]
-    r = tune(f"{a.model}/model.pt", f"{a.manifests}/dev.parquet", a.lm, a.cache, ctx.params)
+    inputs = (f"{a.model}/model.pt", f"{a.manifests}/dev.parquet", a.lm, a.cache, ctx.params)
+    r = tune(*inputs)
     best, out = r.best, Path(a.out)
     write_csv(out / "grid.csv", r.grid)
     write_csv(Path(a.plots), r.grid)
     plot_surface(r.grid, out / "surface.png", f"{ctx.dataset}: dev WER over the alpha/beta grid ({r.cfg.mode})")
-    write_json(out / "best.json", {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]})
+    chosen = {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]}
+    metrics = {"alpha": best["alpha"], "beta": best["beta"], "dev_wer": best["wer"], "dev_cer": best["cer"],
+               "greedy_dev_wer": round(r.greedy["wer"], 4), "greedy_dev_cer": round(r.greedy["cer"], 4),
+               "points": len(r.grid), "alpha_count": t["alpha_count"], "beta_count": t["beta_count"],
+               "utterances": r.utterances, "beam_size": r.cfg.beam_size, "beam_threshold": r.cfg.beam_threshold,
+               "mode": r.cfg.mode, "workers": t["workers"],
+               "grid_seconds": round(r.grid_seconds, 2), "acoustic_seconds": round(r.acoustic_seconds, 2)}
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
             f"(greedy {r.greedy['wer']:.2f}%); {t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, "
             f"{r.grid_seconds:.1f} s")
+    other = alternative_mode(ctx.params)
+    if other:  # evaluated beside the headline mode: its own alpha/beta on the same grid
+        alt = tune(*inputs, mode=other)
+        write_csv(out / f"grid-{other}.csv", alt.grid)
+        chosen[other] = {"alpha": alt.best["alpha"], "beta": alt.best["beta"]}
+        metrics.update({f"{other}_alpha": alt.best["alpha"], f"{other}_beta": alt.best["beta"],
+                        f"{other}_dev_wer": alt.best["wer"], f"{other}_dev_cer": alt.best["cer"],
+                        f"{other}_grid_seconds": round(alt.grid_seconds, 2)})
+        ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev WER {alt.best['wer']:.2f}%")
+        ctx.tracker.log_artifact(out / f"grid-{other}.csv")
+    write_json(out / "best.json", chosen)
     for i, row in enumerate(r.grid):  # the whole grid, written in batches when the stage ends
         ctx.tracker.log_metrics({"grid_alpha": row["alpha"], "grid_beta": row["beta"],
                                  "grid_wer": row["wer"], "grid_cer": row["cer"]}, step=i)
@@ -36,12 +55,7 @@ def run(ctx: Context) -> dict:
     ctx.tracker.set_tag("asrflow.best_step", str(r.grid.index(best)))
     ctx.tracker.log_artifact(out / "grid.csv")
     ctx.tracker.log_artifact(out / "surface.png")
-    return {"alpha": best["alpha"], "beta": best["beta"], "dev_wer": best["wer"], "dev_cer": best["cer"],
-            "greedy_dev_wer": round(r.greedy["wer"], 4), "greedy_dev_cer": round(r.greedy["cer"], 4),
-            "points": len(r.grid), "alpha_count": t["alpha_count"], "beta_count": t["beta_count"],
-            "utterances": r.utterances, "beam_size": r.cfg.beam_size, "beam_threshold": r.cfg.beam_threshold,
-            "mode": r.cfg.mode, "workers": t["workers"],
-            "grid_seconds": round(r.grid_seconds, 2), "acoustic_seconds": round(r.acoustic_seconds, 2)}
+    return metrics
 
 
 if __name__ == "__main__":

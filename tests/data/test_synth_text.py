@@ -135,3 +135,21 @@ def test_articles(many: list[str]) -> None:
                 assert nxt[0] not in "aeio", s
             if w == "an":
                 assert nxt[0] in "aeiou" or nxt.startswith("hon") or nxt == "hour", s
+
+
+def test_held_out_words_reach_only_the_oov_splits():
+    """dev/test hold words no training sentence or LM sentence has, at about the asked share
+    of their tokens; with no held-out words the splits are what they always were."""
+    from asrflow.data.synth_text import held_out_words
+
+    sizes = {"train": 1500, "dev": 300, "test": 300, "lm": 3000}
+    held = held_out_words(0.05, 1234)
+    assert held and held == held_out_words(0.05, 1234) and not held_out_words(0.0, 1234)
+    out = generate_splits(sizes, 1234, held_out=held, oov_splits=("dev", "test"))
+    seen = sentence_words(out["train"]) | sentence_words(out["lm"])
+    assert not held & seen
+    for split in ("dev", "test"):
+        tokens = [w for s in out[split] for w in s.split()]
+        share = sum(w in held for w in tokens) / len(tokens)
+        assert 0.03 < share < 0.07, (split, share)
+    assert generate_splits(sizes, 1234, held_out=frozenset()) == generate_splits(sizes, 1234)

@@ -85,7 +85,7 @@ def test_stage_entry_point_exists_and_validates(stage, tmp_path):
 
 def _dummy_args(stage: str) -> list[str]:
     opts = re.findall(r"--([a-z-]+) ", P.stage(stage).cmd.split(f"stages/{stage}.py")[1] + " ")
-    return [x for o in opts if o not in ("params", "dataset", "log") for x in (f"--{o}", str(REPO / "nonexistent"))]
+    return [x for o in opts if o not in ("params", "dataset", "log-file") for x in (f"--{o}", str(REPO / "nonexistent"))]
 
 
 def test_snakemake_config_overrides_are_refused_not_ignored(tmp_path):
@@ -98,3 +98,13 @@ def test_snakemake_config_overrides_are_refused_not_ignored(tmp_path):
         assert proc.returncode != 0, proc.stdout
         key = "train.lr" if "--configfile" in extra else "seed"
         assert f"--config/--configfile change {key}, but every stage reads params.yaml" in proc.stdout + proc.stderr
+
+
+def test_no_stage_option_is_taken_by_torchrun():
+    """torchrun parses the train stage's command line first, abbreviations included: an option
+    of ours that starts one of torchrun's (--log would be --log-dir) makes it fail."""
+    from torch.distributed.run import get_args_parser
+
+    theirs = [o for o in get_args_parser()._option_string_actions if o.startswith("--")]
+    ours = re.findall(r"(--[a-z-]+)", P.stage("train").cmd.split("stages/train.py", 1)[1])
+    assert ours and not [(o, t) for o in ours for t in theirs if t.startswith(o)]

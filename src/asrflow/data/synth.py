@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from asrflow.data.archives import gzip_text, hash_file, pack_tree, write_checksums
-from asrflow.data.synth_text import generate_splits
+from asrflow.data.synth_text import generate_splits, held_out_words
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ def plan_corpus(cfg: dict[str, Any], seed: int) -> tuple[list[Utterance], list[s
     """Every utterance to synthesise and the LM text, deterministic for (cfg, seed)."""
     sizes = {name: int(n) for name, n in cfg["utterances"].items()}
     sizes["lm"] = int(cfg["lm_sentences"])
-    sentences = generate_splits(sizes, seed)
+    # dev and test hold words no training transcript, LM text or lexicon has, as real speech does
+    held = held_out_words(cfg["oov_fraction"], seed)
+    sentences = generate_splits(sizes, seed, held_out=held, oov_splits=("dev", "test"))
     speakers = assign_speakers(cfg, seed)
     rng = random.Random(seed + 1)
     utts: list[Utterance] = []

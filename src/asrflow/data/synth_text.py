@@ -661,7 +661,40 @@ def sentence_words(sentences: Iterable[str]) -> set[str]:
     return words
 
 
-def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
+#: Where held-out (out-of-vocabulary) words come from: open-class words, whose absence from
+#: the other splits leaves every template usable. A noun is held out with its plural.
+OOV_SOURCES = (NAMES, PEOPLE, ANIMALS, THINGS, PLACES, ADJ_ANY, ADJ_LIVING, ADJ_THING)
+_OOV_SAMPLE = 4000  # sentences whose word counts estimate each word's share of the tokens
+
+
+def held_out_words(fraction: float, seed: int) -> frozenset[str]:
+    """Words to keep out of every split but the out-of-vocabulary ones: a seeded choice of
+    open-class words (:data:`OOV_SOURCES`) whose share of the tokens of freely generated
+    sentences, estimated on a sample, first reaches ``fraction`` (0: none)."""
+    if fraction <= 0:
+        return frozenset()
+    gen = SentenceGenerator(seed + 7919)  # its own stream: the splits' sentences are drawn elsewhere
+    counts: dict[str, int] = {}
+    for _ in range(_OOV_SAMPLE):
+        for w in gen.sentence().split():
+            counts[w] = counts.get(w, 0) + 1
+    total = sum(counts.values())
+    nouns = set(PEOPLE) | set(ANIMALS) | set(THINGS)
+    units = sorted({w for group in OOV_SOURCES for w in group})
+    random.Random(seed + 104729).shuffle(units)
+    held: set[str] = set()
+    share = 0
+    for w in units:
+        if share >= fraction * total:
+            break
+        forms = {w, _plural(w)} if w in nouns else {w}
+        held |= forms
+        share += sum(counts.get(f, 0) for f in forms)
+    return frozenset(held)
+
+
+def generate_splits(sizes: dict[str, int], seed: int, held_out: frozenset[str] = frozenset(),
+                    oov_splits: Iterable[str] = ()) -> dict[str, list[str]]:
     """Generate disjoint lists of unique sentences.
 
     ``sizes`` maps split names to counts, e.g. ``{"train": 2000, "dev": 200,
@@ -669,7 +702,9 @@ def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
     order; each value is a list of exactly that many sentences, in generation
     order, no sentence repeated within or across lists.  The splits are filled
     in key order from one ``SentenceGenerator(seed)`` stream, so the result is
-    fully determined by ``(sizes, seed)``.
+    fully determined by ``(sizes, seed)``. A sentence with a ``held_out`` word goes only
+    to the ``oov_splits`` (whose sentences are drawn freely, so held-out words occur there at
+    their natural rate); the other splits never contain one.
 
     Raises ValueError for a negative or non-integer size, or when fewer unique
     sentences than requested were produced within ``50 * total + 1000``
@@ -680,6 +715,7 @@ def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
             raise ValueError(f"size for split {name!r} must be a non-negative int, got {n!r}")
     total = sum(sizes.values())
     max_attempts = 50 * total + 1000
+    oov_splits = set(oov_splits)
     gen = SentenceGenerator(seed)
     seen: set[str] = set()
     out: dict[str, list[str]] = {}
@@ -695,7 +731,7 @@ def generate_splits(sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
                 )
             attempts += 1
             s = gen.sentence()
-            if s in seen:
+            if s in seen or (held_out and name not in oov_splits and not held_out.isdisjoint(s.split())):
                 continue
             seen.add(s)
             bucket.append(s)

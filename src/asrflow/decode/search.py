@@ -43,6 +43,13 @@ def grid_from_params(tune: dict[str, Any]) -> list[GridPoint]:
     return make_grid(tuple(tune["alpha"]), tune["alpha_count"], tuple(tune["beta"]), tune["beta_count"])
 
 
+def alternative_mode(params: dict[str, Any]) -> str | None:
+    """The decoding mode tuned and evaluated beside ``decode.mode``: lexicon-free with the
+    character LM when the lm stage builds one (``lm.char_order``) and the headline is the
+    lexicon (so the report shows which handles out-of-vocabulary words better)."""
+    return "lexicon_free" if params["decode"]["mode"] == "lexicon" and params["lm"]["char_order"] else None
+
+
 def search_config(params: dict[str, Any]) -> BeamConfig:
     """The decoder settings the grid is searched with: ``decode``, with
     ``tune.beam_threshold`` (when set) pruning harder than the final decoding."""
@@ -101,12 +108,13 @@ class TuneResult:
 
 
 def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cache_dir: str | Path,
-         params: dict[str, Any]) -> TuneResult:
+         params: dict[str, Any], mode: str | None = None) -> TuneResult:
     """Search params.yaml's ``tune`` grid for the alpha/beta with the lowest dev WER.
 
     The acoustic model runs once over the first ``tune.max_utterances`` dev utterances (the
     log-probs are cached in ``cache_dir``); the grid is decoded with :func:`search_config`'s
-    settings on ``tune.workers`` processes. Ties go to the first point in grid order.
+    settings (in decoding ``mode`` if given) on ``tune.workers`` processes. Ties go to the
+    first point in grid order.
     """
     t = params["tune"]
     logprobs, rows, am_seconds, _ = compute_logprobs(model_pt, dev_manifest, cache_dir, t["max_utterances"])
@@ -115,6 +123,8 @@ def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cac
     tokenizer = Tokenizer(tokens)
     greedy = corpus_rates(refs, [greedy_decode(lp, tokenizer) for lp in logprobs])
     cfg = search_config(params)
+    if mode:
+        cfg = dataclasses.replace(cfg, mode=mode)
     t0 = time.perf_counter()
     grid = run_grid(grid_from_params(t), logprobs, refs, tokens, lm_dir, cfg, t["workers"])
     return TuneResult(grid, best_point(grid), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds)

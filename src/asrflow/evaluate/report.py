@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from asrflow.common.files import write_text
 from asrflow.evaluate.plots import plot_curve, plot_duration, plot_surface
 
 
@@ -141,6 +142,40 @@ def _top_errors(errors: dict[str, list[tuple[str, int]]]) -> list[str]:
     return lines + [""]
 
 
+def _oov(ev: dict[str, Any], lm: dict[str, Any]) -> list[str]:
+    """Out-of-vocabulary words of each scored split and, when the lexicon-free decoder with the
+    character LM ran beside the lexicon decoder, the two side by side (which handles OOVs better)."""
+    splits = [s for s in ["dev", *ev["splits"]] if f"{s}_tokens" in lm]
+    if not splits:
+        return []
+    lines = ["## Out-of-vocabulary words", "",
+             "Words the lexicon cannot spell are errors a lexicon decoder cannot avoid; real speech always has "
+             "some. Rates are of word tokens.", "",
+             "| split | words | not in the lexicon (LM) | distinct such words | not in any training transcript "
+             "| LM perplexity |", "|---|---:|---:|---:|---:|---:|"]
+    for s in splits:
+        lines.append(f"| {s} | {lm[f'{s}_tokens']} | {_fmt(lm.get(f'{s}_oov_rate'))}% | {lm.get(f'{s}_oov_types', '?')} "
+                     f"| {_fmt(lm.get(f'{s}_train_oov_rate'))}% | {_fmt(lm.get(f'{s}_perplexity'), 1)} |")
+    charlm = [s for s in ev["splits"] if "charlm_wer" in ev[s]]
+    if charlm:
+        lines += ["", "Lexicon decoding (word LM) beside lexicon-free decoding (character LM, its own alpha/beta "
+                  "tuned on the same dev grid):", "",
+                  "| split | greedy WER / CER | lexicon + word LM WER / CER | lexicon-free + char LM WER / CER |",
+                  "|---|---:|---:|---:|"]
+        for s in charlm:
+            e = ev[s]
+            lines.append(f"| {s} | {_fmt(e['greedy_wer'])} / {_fmt(e['greedy_cer'])} | {_fmt(e['beam_wer'])} / "
+                         f"{_fmt(e['beam_cer'])} | {_fmt(e['charlm_wer'])} / {_fmt(e['charlm_cer'])} |")
+        for s in charlm:
+            e = ev[s]
+            better = "the lexicon decoder" if e["beam_wer"] < e["charlm_wer"] else \
+                "the lexicon-free decoder" if e["charlm_wer"] < e["beam_wer"] else "neither"
+            lines.append(f"\nOn {s}, {better} has the lower WER ({_fmt(e['beam_wer'])}% with the lexicon, "
+                         f"{_fmt(e['charlm_wer'])}% without), with {_fmt(lm.get(f'{s}_oov_rate'))}% of its words "
+                         "outside the lexicon.")
+    return lines + [""]
+
+
 def _overlap(man: dict[str, Any]) -> list[str]:
     """What the manifests say about held-out speakers and sentences, split by split."""
     out = []
@@ -178,7 +213,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
              "Word and character error rates (%) per test split, greedy CTC decoding and beam search "
              f"with the {lm.get('order', '?')}-gram KenLM at the alpha/beta tuned on dev; S / D / I are the word "
              "substitutions, deletions and insertions. The last columns are the row's lineage (details below).", "",
-             *_results(ev, lineage), "", *_lineage(lineage, run_ids, products),
+             *_results(ev, lineage), "", *_oov(ev, lm), *_lineage(lineage, run_ids, products),
              *_comparison(ev, params, lineage, previous), *_rtf(ev, tr.get("device", "?"), tu)]
     grid_shape = f"{tu.get('alpha_count', '?')} x {tu.get('beta_count', '?')} = {tu['points']} points"
     lines += ["## Decoder and language model", "",
@@ -221,7 +256,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
               f"Registered in MLflow as `{reg.get('model_uri', '?')}` (model, vocabulary, feature statistics, LM and "
               f"the tuned decoder settings); the same package is in `{reg.get('package', '?')}`:", "",
               "```sh", f"asrflow transcribe --model {reg.get('model_uri', '?')} audio.flac other.wav", "```", ""]
-    out_md.write_text("\n".join(lines), encoding="utf-8")
+    write_text(out_md, "\n".join(lines))
     return {f"{s}_{k}": ev[s][k] for s in ev["splits"] for k in ("greedy_wer", "greedy_cer", "beam_wer", "beam_cer")}
 
 

@@ -17,7 +17,10 @@ from asrflow.scoring.metrics import char_errors, corpus_rates, word_errors
 from asrflow.scoring.results import wer_by_duration, write_errs, write_recogs, write_wer_summary
 from asrflow.text.vocab import Tokenizer
 
-SETTINGS = ("greedy", "beam_lm")  # decoding settings, as named in the result files
+# Decoding settings as named in the result files: greedy, the tuned beam search in decode.mode
+# (beam_lm), and the lexicon-free one with the character LM evaluated beside a lexicon headline
+# (beam_charlm); its metrics are prefixed charlm_.
+SETTINGS = ("greedy", "beam_lm", "beam_charlm")
 
 
 def _timed(fn, items):
@@ -31,9 +34,10 @@ def _pct(x):
 
 
 def evaluate_split(split: str, model_pt: str | Path, manifest: str | Path, cache_dir: str | Path,
-                   search: BeamSearch, out_dir: Path, max_utterances: int,
-                   duration_bins: list[float]) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
-    """Decode ``split`` greedily and with ``search`` (weights already set) and score both.
+                   search: BeamSearch, out_dir: Path, max_utterances: int, duration_bins: list[float],
+                   charlm: BeamSearch | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+    """Decode ``split`` greedily and with ``search`` (weights already set) and score both; with
+    ``charlm`` (a lexicon-free search with the character LM) a third setting beside them.
 
     Writes ``<split>_recogs.tsv`` and the icefall-style ``recogs-``/``errs-``/``wer-summary-``
     files into ``out_dir``. Returns the split's metrics, its WER-by-duration rows (one per
@@ -46,13 +50,18 @@ def evaluate_split(split: str, model_pt: str | Path, manifest: str | Path, cache
     greedy, greedy_s = _timed(lambda lp: greedy_decode(lp, tok), am.logprobs)
     beam, beam_s = _timed(search.decode, am.logprobs)
     hyps = {"greedy": greedy, "beam_lm": beam}
+    if charlm is not None:
+        hyps["beam_charlm"], charlm_s = _timed(charlm.decode, am.logprobs)
     rates = {k: corpus_rates(refs, h) for k, h in hyps.items()}
-    pd.DataFrame({"utt_id": rows["utt_id"], "duration": rows["duration"].round(3), "reference": refs,
-                  "greedy": greedy, "beam": beam,
-                  "greedy_word_errors": [word_errors(r, h).errors for r, h in zip(refs, greedy)],
-                  "beam_word_errors": [word_errors(r, h).errors for r, h in zip(refs, beam)],
-                  "beam_char_errors": [char_errors(r, h).errors for r, h in zip(refs, beam)]}
-                 ).to_csv(out_dir / f"{split}_recogs.tsv", sep="\t", index=False)
+    table = {"utt_id": rows["utt_id"], "duration": rows["duration"].round(3), "reference": refs,
+             "greedy": greedy, "beam": beam,
+             "greedy_word_errors": [word_errors(r, h).errors for r, h in zip(refs, greedy)],
+             "beam_word_errors": [word_errors(r, h).errors for r, h in zip(refs, beam)],
+             "beam_char_errors": [char_errors(r, h).errors for r, h in zip(refs, beam)]}
+    if charlm is not None:
+        table["charlm"] = hyps["beam_charlm"]
+        table["charlm_word_errors"] = [word_errors(r, h).errors for r, h in zip(refs, hyps["beam_charlm"])]
+    pd.DataFrame(table).to_csv(out_dir / f"{split}_recogs.tsv", sep="\t", index=False)
     for setting, h in hyps.items():
         utts = list(zip(rows["utt_id"], refs, h))
         write_recogs(out_dir / f"recogs-{split}-{setting}.txt", utts)
@@ -74,4 +83,9 @@ def evaluate_split(split: str, model_pt: str | Path, manifest: str | Path, cache
         # compute times were recorded)
         "rtf_acoustic": am.seconds / audio_s if am.seconds else None, "rtf_greedy_decoder": greedy_s / audio_s,
         "rtf_beam_decoder": beam_s / audio_s}
+    if charlm is not None:
+        c = rates["beam_charlm"]
+        metrics.update({"charlm_wer": round(c["wer"], 4), "charlm_cer": round(c["cer"], 4),
+                        **{f"charlm_{op}": c[op] for op in ("substitutions", "deletions", "insertions")},
+                        "rtf_charlm_decoder": charlm_s / audio_s})
     return metrics, by_duration, am.cached

@@ -64,7 +64,7 @@ class Stage:
         """The command template (placeholders: ``{dataset}``, ``{key.path}``; see asrflow.pipeline.launch)."""
         opts = [f"--{k} {v.rstrip('/')}" for k, v in self.args.items()]
         return " ".join([self.launcher, f"stages/{self.name}.py", "--params params.yaml --dataset {dataset}",
-                         f"--log {self.log}", *opts])
+                         f"--log-file {self.log}", *opts])
 
     @property
     def code(self) -> list[str]:
@@ -172,7 +172,7 @@ STAGES: list[Stage] = [
           deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"]),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},
-          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["lm"], metrics=[f"{MET}/lm.json"]),
+          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["datasets", "lm"], metrics=[f"{MET}/lm.json"]),
     # torch uses every core on CPU. One node: rendezvous on a free local port; several: the
     # same command on every node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
     Stage("train", {"manifests": f"{MAN}/", "stats": STATS, "vocab": VOCAB, "out": f"{MODEL}/",

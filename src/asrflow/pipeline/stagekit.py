@@ -114,11 +114,12 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"asrflow stage '{name}'")
     parser.add_argument("--params", required=True, help="params.yaml to read")
     parser.add_argument("--dataset", required=True, help="dataset name (a key of 'datasets' in params.yaml)")
-    parser.add_argument("--log", help="the stage's log file: what it prints, with timestamps, and tracebacks")
+    # (not --log: torchrun, which starts the train stage, would take it for an abbreviation of its --log-dir)
+    parser.add_argument("--log-file", help="the stage's log file: what it prints, with timestamps, and tracebacks")
     add_args(parser)
     args = parser.parse_args(argv)
     master = int(os.environ.get("RANK", "0")) == 0
-    log = LogTee(sys.stderr, args.log) if args.log and master else None
+    log = LogTee(sys.stderr, args.log_file) if args.log_file and master else None
     if log:
         sys.stderr = log
         log.file_only(f"{shlex.join(['stages/' + name + '.py', *(argv if argv is not None else sys.argv[1:])])}")

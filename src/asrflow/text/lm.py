@@ -316,6 +316,27 @@ def perplexity(model_path: str | Path, sentences: Iterable[str], chars: bool = F
             "sentences": n}
 
 
+def oov_stats(sentences: Iterable[str], vocabulary: set[str]) -> dict[str, float]:
+    """Out-of-vocabulary words of ``sentences`` against ``vocabulary`` (e.g. the lexicon a
+    decoder can spell): tokens, OOV tokens, their rate (percent) and distinct OOV words."""
+    tokens = oov = 0
+    types: set[str] = set()
+    for s in sentences:
+        for w in s.split():
+            tokens += 1
+            if w not in vocabulary:
+                oov += 1
+                types.add(w)
+    return {"tokens": tokens, "oov_tokens": oov, "oov_rate": round(100 * oov / tokens, 3) if tokens else math.nan,
+            "oov_types": len(types)}
+
+
+def read_lexicon_words(path: str | Path) -> set[str]:
+    """The words of a lexicon file (``word<TAB>spelling`` per line)."""
+    with open(path, encoding="utf-8") as f:
+        return {line.split("\t", 1)[0] for line in f if line.strip()}
+
+
 LM_CORPORA = ("lm-corpus.txt.gz", "librispeech-lm-norm.txt.gz")
 
 
