@@ -22,7 +22,8 @@ PRODUCTS = ["data/{d}/archives", "data/{d}/manifests", "data/{d}/stats.json", "d
             "metrics/{d}/tune.json", "plots/{d}/wer_by_duration.csv", "reports/{d}_wer.md"]
 # Figures that differ between two runs of identical products: wall-clock timings and the ids
 # MLflow gives runs (like timestamps). Everything else is compared.
-VOLATILE_KEYS = ("stage_seconds", "train_seconds", "train_audio_s_per_s", "grid_seconds", "acoustic_seconds",
+VOLATILE_KEYS = ("stage_seconds", "train_seconds", "train_audio_s_per_s", "grid_seconds", "lexicon_free_grid_seconds",
+                 "acoustic_seconds",
                  "mlflow_run_id", "model_version", "model_uri")
 HEX_ID = re.compile(r"`[0-9a-f]{8,}(?:\.dir)?(?:-dirty)?`")
 
