@@ -1,7 +1,8 @@
 """A test that fails when learning breaks: a small synth configuration trained for real (the
 whole chain through Snakemake, ~1 min on 2 cores) must lower its loss, reach a dev CER below
 a bound set from measurement, and decode no worse with the tuned beam+LM than greedily. The
-same checks are then shown to fail on a run that cannot learn (learning rate 0)."""
+same checks are then shown to fail on a run that cannot learn (learning rate 1e-9; params.yaml
+refuses 0)."""
 
 import csv
 import json
@@ -9,10 +10,11 @@ import json
 from conftest import copy_repo, edit_params, run, tiny_params
 
 ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
-# Measured on the configuration below (2 cores): best dev CER MEASURED_DEV_CER %. The bound
-# leaves room for another CPU's arithmetic; a model that stops learning ends near 100 %.
-MEASURED_DEV_CER = None
-DEV_CER_BOUND = None
+# Measured on the configuration below (2 cores, commit 9b2f8ab): training loss 3.23 -> 0.64 over
+# 12 epochs, best dev CER 55.35 % (from 100 % after epoch 1), test WER greedy 102.2 %, beam+LM
+# 91.5 %. The dev speaker is unseen and the model tiny, hence the high CER; the bound leaves room
+# for another CPU's arithmetic, while a model that stops learning stays at 100 %.
+DEV_CER_BOUND = 75.0
 
 
 def learning_params() -> dict:
@@ -46,7 +48,7 @@ def test_training_learns_and_the_check_catches_a_run_that_does_not(tmp_path):
     run(["snakemake", "-j", "2", "metrics/synth/evaluate.json"], cwd=repo, env=ENV, timeout=900)
     assert learning_failures(repo) == []
     # the same checks on a model that cannot learn: they fail, naming the loss and the CER
-    edit_params(repo, lambda p: p["train"].update(lr=0.0))
+    edit_params(repo, lambda p: p["train"].update(lr=1e-9, epochs=2))  # 0 is refused by the schema
     run(["snakemake", "-j", "2", "metrics/synth/evaluate.json"], cwd=repo, env=ENV, timeout=900)
     failures = learning_failures(repo)
     assert any("loss did not fall" in f for f in failures) and any("dev CER" in f for f in failures), failures
