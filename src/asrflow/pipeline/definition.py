@@ -105,16 +105,16 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imported(tree: ast.AST, package: str) -> set[str]:
-    """asrflow modules a module imports, anywhere in it (lazy imports inside functions too)."""
+def _imported(tree: ast.AST) -> set[str]:
+    """asrflow modules a module imports, anywhere in it (lazy imports inside functions too;
+    asrflow uses absolute imports only, which tests/test_layout.py checks)."""
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            mod = node.module if node.level == 0 else ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [node.module])
-            out.add(mod)
-            out.update(f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)  # `from asrflow.x import y`: y may be a module itself
+            out.update(f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}"))
     return {m for m in out if m == "asrflow" or m.startswith("asrflow.")}
 
 
@@ -125,7 +125,7 @@ def code_deps(entry_point: str) -> list[str]:
     names, such as the synth word lists), except the shared :data:`MACHINERY`. Paths are
     relative to the repository, sorted."""
     files: set[Path] = set()
-    todo = list(_imported(ast.parse((REPO / entry_point).read_text()), ""))
+    todo = list(_imported(ast.parse((REPO / entry_point).read_text())))
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -141,8 +141,7 @@ def code_deps(entry_point: str) -> list[str]:
         files.add(f)
         source = f.read_text()
         files.update(d for d in f.parent.iterdir() if d.suffix in (".yaml", ".txt", ".json") and d.name in source)
-        package = name if f.name == "__init__.py" else name.rsplit(".", 1)[0]
-        todo.extend(_imported(ast.parse(source), package))
+        todo.extend(_imported(ast.parse(source)))
     return sorted(str(f.relative_to(REPO)) for f in files)
 
 
