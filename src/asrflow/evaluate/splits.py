@@ -17,10 +17,6 @@ from asrflow.scoring.metrics import char_errors, corpus_rates, word_errors
 from asrflow.scoring.results import wer_by_duration, write_errs, write_recogs, write_wer_summary
 from asrflow.text.vocab import Tokenizer
 
-# Decoding settings as named in the result files: greedy, the tuned beam search in decode.mode
-# (beam_lm), and the lexicon-free one with the character LM evaluated beside a lexicon headline
-# (beam_charlm); its metrics are prefixed charlm_.
-SETTINGS = ("greedy", "beam_lm", "beam_charlm")
 
 
 def _timed(fn, items):
@@ -37,7 +33,9 @@ def evaluate_split(split: str, model_pt: str | Path, manifest: str | Path, cache
                    search: BeamSearch, out_dir: Path, max_utterances: int, duration_bins: list[float],
                    charlm: BeamSearch | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """Decode ``split`` greedily and with ``search`` (weights already set) and score both; with
-    ``charlm`` (a lexicon-free search with the character LM) a third setting beside them.
+    ``charlm`` (a lexicon-free search with the character LM) a third setting beside them. The
+    settings' names in the result files: ``greedy``, ``beam_lm``, ``beam_charlm`` (whose
+    metrics are prefixed ``charlm_``).
 
     Writes ``<split>_recogs.tsv`` and the icefall-style ``recogs-``/``errs-``/``wer-summary-``
     files into ``out_dir``. Returns the split's metrics, its WER-by-duration rows (one per
