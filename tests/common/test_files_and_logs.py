@@ -44,3 +44,15 @@ def test_the_log_gets_timestamped_lines_not_progress_frames(tmp_path):
     texts = [line[20:] for line in lines]
     assert texts == ["[stage] starting", "train: 1/100", "train: 100/100", "[stage] done",
                      "Traceback (most recent call last):", "  ..."]
+
+
+def test_the_log_stream_outlives_its_file(tmp_path):
+    """A logger set up during the stage keeps the stream: after close() it reaches the terminal only."""
+    term = io.StringIO()
+    log = LogTee(term, tmp_path / "s.log")
+    log.write("during\n")
+    log.close()
+    log.write("after\n")
+    log.flush()
+    log.close()
+    assert term.getvalue() == "during\nafter\n" and "after" not in (tmp_path / "s.log").read_text()

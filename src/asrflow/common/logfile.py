@@ -33,6 +33,8 @@ class LogTee:
         self._file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text.rstrip()}\n")
 
     def _to_file(self, s: str) -> None:
+        if self._file.closed:  # a logger that kept this stream past close() writes to the terminal only
+            return
         for piece in _PIECES.split(s):
             if piece == "\n":
                 if self._line.strip():
@@ -59,7 +61,8 @@ class LogTee:
 
     def flush(self) -> None:
         self.terminal.flush()
-        self._file.flush()
+        if not self._file.closed:
+            self._file.flush()
 
     def isatty(self) -> bool:
         return self.terminal.isatty()
@@ -72,7 +75,10 @@ class LogTee:
         return getattr(self.terminal, "encoding", "utf-8")
 
     def close(self) -> None:
-        """Write what is left of the current line, close the file and give stderr back."""
+        """Write what is left of the current line, close the file and give stderr back (what
+        is written here afterwards still reaches the terminal)."""
+        if self._file.closed:
+            return
         if self._line.strip():
             self._emit(self._line)
         self._line = ""
