@@ -7,6 +7,7 @@ from asrflow.common.files import write_csv, write_json
 from asrflow.decode.search import alternative_mode, tune
 from asrflow.evaluate.plots import plot_surface
 from asrflow.pipeline.stagekit import Context, main
+from asrflow.scoring.metrics import grid_edges
 
 
 def add_args(p):
@@ -37,6 +38,8 @@ def run(ctx: Context) -> dict:
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
             f"(greedy {r.greedy['wer']:.2f}%); {t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, "
             f"{r.grid_seconds:.1f} s")
+    for edge in grid_edges(r.grid, best):
+        ctx.log(f"warning: the best point sits on the grid's edge ({edge}): widen tune.alpha/tune.beta")
     other = alternative_mode(ctx.params)
     if other:  # evaluated beside the headline mode: its own alpha/beta on the same grid
         alt = tune(*inputs, mode=other)

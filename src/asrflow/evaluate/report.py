@@ -15,6 +15,7 @@ from typing import Any
 
 from asrflow.common.files import write_text
 from asrflow.evaluate.plots import plot_curve, plot_duration, plot_surface
+from asrflow.scoring.metrics import grid_edges
 
 
 def read_csv(path: str | Path, numeric: bool = True) -> list[dict[str, Any]]:
@@ -225,6 +226,10 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
               f"- {lm.get('order', '?')}-gram KenLM: {lm.get('ngrams', '?')} n-grams from {lm.get('sentences', '?')} "
               f"sentences, {lm.get('binary_mb', '?')} MB on disk; dev perplexity {lm.get('dev_perplexity', '?')} "
               f"(OOV {lm.get('dev_oov_rate', '?')}%)"]
+    edges = grid_edges(grid, {"alpha": tu["alpha"], "beta": tu["beta"]})
+    if edges:
+        lines.append(f"- **the tuned point sits on the grid's edge ({'; '.join(edges)})**: the best point may lie "
+                     "outside the searched range; widen `tune.alpha` / `tune.beta` in params.yaml and re-run")
     if lm.get("char_order"):
         lines.append(f"- character {lm['char_order']}-gram for lexicon-free decoding: {lm.get('char_binary_mb', '?')} MB, "
                      f"dev perplexity {lm.get('char_dev_perplexity', '?')} per character")

@@ -186,3 +186,18 @@ def corpus_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
         c = c + char_errors(r, h)
     return {"wer": 100.0 * w.rate, "cer": 100.0 * c.rate, "words": w.ref_len,
             "substitutions": w.substitutions, "deletions": w.deletions, "insertions": w.insertions}
+
+
+def grid_edges(grid: list[dict[str, float]], best: dict[str, float]) -> list[str]:
+    """Where ``best`` sits on the edge of ``grid`` (e.g. ``"beta = 2.5, the grid's maximum"``):
+    the true best may lie outside the searched range, so the range should be widened."""
+    out = []
+    for key in ("alpha", "beta"):
+        values = sorted({row[key] for row in grid})
+        if len(values) < 2:
+            continue
+        if best[key] == values[0]:
+            out.append(f"{key} = {best[key]}, the grid's minimum")
+        elif best[key] == values[-1]:
+            out.append(f"{key} = {best[key]}, the grid's maximum")
+    return out
