@@ -1,26 +1,15 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import soundfile as sf
 
 from asrflow.data.audio import load_audio
 from asrflow.features.geometry import ctc_min_frames
-from asrflow.data.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
+from asrflow.data.manifest import ManifestAudio, read_manifest, write_manifests
 from conftest import model_config
-
-# 10 ms hop, conv time strides 3 and 1 (kernel 5): 30 ms per model frame, as the defaults
-CFG = ManifestConfig(min_duration=0.3, max_duration=5.0, allowed_chars="abcdefghijklmnopqrstuvwxyz'",
-                     sample_rate=16000, workers=1, audio_bytes=True, audio_codec="flac", row_group_rows=2, hop_ms=10.0,
-                     conv_kernel_t=5, time_strides=(3, 1))
-
-
-def tone(path, seconds=1.0, sr=16000, channels=1):
-    t = np.arange(int(seconds * sr)) / sr
-    x = 0.3 * np.sin(2 * np.pi * 440 * t)
-    sf.write(path, np.stack([x] * channels, 1) if channels > 1 else x, sr, format="FLAC")
-
+from manifest_fixtures import CFG, tone
 
 def test_parquet_carries_audio_in_duration_sorted_row_groups(tmp_path):
     raw = tmp_path / "raw" / "LibriSpeech" / "train" / "7" / "1"
@@ -68,3 +57,44 @@ def test_model_frames_match_the_model(frames):
     samples = (frames - 1) * 160
     _, lens = m(torch.zeros(1, frames, 16), torch.tensor([frames]))
     assert CFG.model_frames(samples) == int(lens[0])
+
+
+def test_every_file_is_a_row_or_a_reject_and_audio_pairs_with_its_own_line(tmp_path):
+    """The same id in two chapters pairs each line with the audio beside it (the second is a
+    duplicate, its own file rejected); other formats and stray files are rejected as such, not
+    dropped or called missing; WAV bytes under a .flac name are not FLAC."""
+    base = tmp_path / "raw" / "LibriSpeech" / "train" / "5"
+    a, b = base / "1", base / "2"
+    a.mkdir(parents=True)
+    b.mkdir()
+    tone(a / "5-1-0001.flac", seconds=1.0)
+    tone(b / "5-1-0001.flac", seconds=2.0)                      # same id, other chapter
+    tone(a / "5-1-0002.wav", fmt="WAV")                         # listed, but WAV
+    tone(a / "5-1-0003.FLAC")                                   # listed, upper-case extension
+    tone(a / "5-1-0004.flac", fmt="WAV")                        # WAV bytes named .flac
+    tone(a / "5-1-0005.wav", fmt="WAV")                         # not listed, WAV
+    (a / "notes.txt").write_text("recorded on a Tuesday\n")      # a stray file
+    (a / "5-1.trans.txt").write_text("5-1-0001 FIRST CHAPTER\n5-1-0002 A WAV\n5-1-0003 UPPER\n5-1-0004 WAV BYTES\n")
+    (b / "5-2.trans.txt").write_text("5-1-0001 SECOND CHAPTER\n")
+    out = tmp_path / "man"
+    write_manifests(tmp_path / "raw", {"train": ["train"]}, out, CFG)
+    good = read_manifest(out / "train.parquet")
+    assert good[["utt_id", "text"]].values.tolist() == [["5-1-0001", "first chapter"]]
+    assert good["audio_filepath"].tolist() == [str(a / "5-1-0001.flac")] and good["duration"].tolist() == [1.0]
+    rej = pd.read_parquet(out / "rejects.parquet")
+    by_path = dict(zip(rej["path"], rej["reason"]))
+    assert by_path == {str(b / "5-1-0001.flac"): "duplicate_id", str(a / "5-1-0002.wav"): "unsupported_format",
+                       str(a / "5-1-0003.FLAC"): "unsupported_format", str(a / "5-1-0004.flac"): "unsupported_format",
+                       str(a / "5-1-0005.wav"): "unsupported_format", str(a / "notes.txt"): "unsupported_format"}
+    assert "WAV data in a .flac file" in rej.set_index("path").loc[str(a / "5-1-0004.flac"), "detail"]
+    assert "repeats the id of" in rej.set_index("path").loc[str(b / "5-1-0001.flac"), "detail"]
+
+
+def test_the_invariant_check_catches_a_dropped_file():
+    from asrflow.data.manifest import check_accounted
+
+    check_accounted(["a.flac", "b.flac"], ["a.flac"], [{"path": "b.flac"}])
+    with pytest.raises(RuntimeError, match=r"not accounted for: \['c.flac'\]"):
+        check_accounted(["a.flac", "c.flac"], ["a.flac"], [])
+    with pytest.raises(RuntimeError, match="counted twice"):
+        check_accounted(["a.flac"], ["a.flac"], [{"path": "a.flac"}])

@@ -11,7 +11,7 @@ import pandas as pd
 from asrflow.data.archives import hash_file, read_checksums, write_checksums
 from asrflow.data.manifest import REASONS, read_manifest, write_manifests
 from conftest import TRAIN_ENV, run
-from test_manifest import CFG, tone
+from manifest_fixtures import CFG, tone
 
 
 def make_tree(root):

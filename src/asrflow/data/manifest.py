@@ -57,10 +57,13 @@ REASONS = {
     "empty_transcript": "transcript line with an id and no text",
     "no_transcript": "audio file with no transcript line",
     "missing_audio": "transcript line for a file that does not exist",
-    "duplicate_id": "a second transcript line for the same utterance id",
+    "duplicate_id": "a second transcript line for the same utterance id, or the same id in another chapter",
+    "unsupported_format": "a file other than .flac audio and .trans.txt transcripts (e.g. .wav, .FLAC), or a "
+                          ".flac holding another format",
 }
 PROBE_CHUNK = 64
 _SFM_READ = 0x10
+_SF_FORMAT_TYPEMASK, _SF_FORMAT_FLAC = 0x0FFF0000, 0x170000  # libsndfile's sndfile.h
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ def probe(path: str) -> tuple[int, int, int, str, str]:
         return 0, 0, 0, "unreadable_audio", err.replace("\n", " ")[:200]
     try:
         frames, sr, ch = int(info.frames), int(info.samplerate), int(info.channels)
+        container = int(info.format) & _SF_FORMAT_TYPEMASK
+        if container != _SF_FORMAT_FLAC:  # e.g. WAV bytes under a .flac name: not what the name says
+            kind = {0x010000: "WAV", 0x020000: "AIFF", 0x200000: "Ogg"}.get(container, hex(container))
+            return frames, sr, ch, "unsupported_format", f"{kind} data in a .flac file"
         if frames <= 0:
             return 0, sr, ch, "unreadable_audio", "no audio frames"
         buf = _ffi.new("short[]", ch)
@@ -148,17 +155,17 @@ def probe_all(paths: list[str], workers: int, desc: str) -> list[tuple[int, int,
     return out
 
 
-def _walk(subset_dir: Path) -> tuple[list[Path], dict[str, str]]:
-    """Transcript files and ``{utt_id: flac path}`` of a subset, in one directory walk."""
-    trans, flacs = [], {}
+def _walk(subset_dir: Path) -> tuple[list[Path], list[str]]:
+    """Transcript files and every other file of a subset (sorted paths), in one directory walk."""
+    trans, files = [], []
     for dirpath, dirnames, filenames in os.walk(subset_dir):
         dirnames.sort()
         for name in sorted(filenames):
             if name.endswith(".trans.txt"):
                 trans.append(Path(dirpath) / name)
-            elif name.endswith(".flac"):
-                flacs[name[:-5]] = os.path.join(dirpath, name)
-    return trans, flacs
+            else:
+                files.append(os.path.join(dirpath, name))
+    return trans, files
 
 
 def read_transcripts(trans_files: list[Path]) -> tuple[list[tuple[str, str, Path]], list[dict[str, str]]]:
@@ -181,35 +188,61 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
     """Rows of one split, sorted by duration (then subset, utt_id), and its rejects."""
     allowed = set(cfg.allowed_chars) | {" "}
     candidates, rejects = [], []
+    seen_files: list[str] = []
     for subset in subsets:
         sdir = raw_dir / "LibriSpeech" / subset
         if not sdir.is_dir():
             raise FileNotFoundError(f"subset '{subset}' of split '{split}' not found at {sdir}")
-        trans_files, flacs = _walk(sdir)
+        trans_files, files = _walk(sdir)
         rows, bad = read_transcripts(trans_files)
-        rejects += [{"split": split, "subset": subset, **r} for r in bad]
-        seen: set[str] = set()
-        listed = {r["utt_id"] for r in bad} | {utt_id for utt_id, _, _ in rows}
+        # an utterance is its transcript line and the audio beside that transcript file: a
+        # chapter's audio is never paired with another chapter's line, whatever the ids say
+        unused = set(files)
+        for r in bad:  # a malformed line's audio is rejected with it (the line named in the detail)
+            line = r["path"]
+            audio = os.path.join(os.path.dirname(line.rsplit(":", 1)[0]), f"{r['utt_id']}.flac")
+            if audio in unused:
+                unused.discard(audio)
+                r = {**r, "path": audio, "detail": f"{r['detail']} ({line})"}
+            rejects.append({"split": split, "subset": subset, **r})
+        by_stem: dict[str, list[str]] = {}
+        for f in files:
+            by_stem.setdefault(os.path.join(os.path.dirname(f), Path(f).name.split(".")[0]), []).append(f)
+        first: dict[str, str] = {}  # utt_id -> where its first line is
         for utt_id, text, trans in rows:
-            audio = flacs.get(utt_id) or str(trans.parent / f"{utt_id}.flac")
+            audio = str(trans.parent / f"{utt_id}.flac")
             reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": audio}
-            if utt_id in seen:
-                rejects.append({**reject, "reason": "duplicate_id", "detail": f"second line for {utt_id} in {trans}"})
+            if utt_id in first:
+                own = audio in unused  # a second chapter's file with the same id: rejected with its line
+                unused.discard(audio)
+                rejects.append({**reject, "path": audio if own else f"{trans}", "reason": "duplicate_id",
+                                "detail": f"{utt_id} in {trans} repeats the id of {first[utt_id]}"})
                 continue
-            seen.add(utt_id)
-            if utt_id not in flacs:
-                rejects.append({**reject, "reason": "missing_audio", "detail": f"listed in {trans}"})
+            first[utt_id] = str(trans)
+            if audio not in unused:
+                others = [f for f in by_stem.get(str(trans.parent / utt_id), []) if f in unused]
+                if others:  # e.g. x.wav or x.FLAC: there, but not in the format the pipeline reads
+                    unused.discard(others[0])
+                    rejects.append({**reject, "path": others[0], "reason": "unsupported_format",
+                                    "detail": f"{Path(others[0]).name}: only .flac audio is read"})
+                else:
+                    rejects.append({**reject, "reason": "missing_audio", "detail": f"listed in {trans}"})
                 continue
+            unused.discard(audio)
             text = normalize(text)
             bad_chars = sorted(set(text) - allowed)
             if bad_chars:
                 rejects.append({**reject, "reason": "bad_characters", "detail": "".join(bad_chars)})
                 continue
             candidates.append((utt_id, text, audio, subset))
-        for utt_id, audio in flacs.items():
-            if utt_id not in listed:
-                rejects.append({"split": split, "subset": subset, "utt_id": utt_id, "path": audio,
-                                "reason": "no_transcript", "detail": "no line in the chapter's trans.txt"})
+        for f in sorted(unused):
+            reject = {"split": split, "subset": subset, "utt_id": Path(f).name.split(".")[0], "path": f}
+            if f.endswith(".flac"):
+                rejects.append({**reject, "reason": "no_transcript", "detail": "no line in the chapter's trans.txt"})
+            else:
+                rejects.append({**reject, "reason": "unsupported_format",
+                                "detail": f"{Path(f).name}: only .flac audio and .trans.txt transcripts are read"})
+        seen_files += files
     workers = cfg.workers or os.cpu_count() or 1
     probes = probe_all([c[2] for c in candidates], workers, f"probe {split}")
     good = []
@@ -234,9 +267,25 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
             spk, chap, _ = (utt_id.split("-") + ["", "", ""])[:3]
             good.append({"audio_filepath": str(audio), "duration": round(dur, 6), "text": text, "utt_id": utt_id,
                          "speaker_id": spk, "chapter_id": chap, "subset": subset})
+    check_accounted(seen_files, [g["audio_filepath"] for g in good], rejects)
     df = pd.DataFrame(good, columns=COLUMNS)
     df = df.sort_values(["duration", "subset", "utt_id"], kind="stable").reset_index(drop=True)
     return df, rejects
+
+
+def check_accounted(files: list[str], rows: list[str], rejects: list[dict]) -> None:
+    """The manifest's invariant: every file found under the split's subsets (transcripts
+    aside) is exactly one accepted row's audio or one reject's path. Raises RuntimeError
+    naming what is missing or counted twice: nothing may be dropped silently."""
+    found = set(files)
+    counted = Counter(rows + [r["path"] for r in rejects if r["path"] in found])
+    missing = sorted(found - set(counted))
+    twice = sorted(p for p, n in counted.items() if n > 1)
+    if missing or twice:
+        raise RuntimeError(f"manifest invariant broken: {len(found)} files found, {len(rows)} rows + "
+                           f"{sum(counted.values()) - len(rows)} rejects account for them; "
+                           + (f"not accounted for: {missing[:5]}" if missing else "")
+                           + (f" counted twice: {twice[:5]}" if twice else ""))
 
 
 def _schema(cfg: ManifestConfig) -> pa.Schema:
