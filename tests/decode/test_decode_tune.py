@@ -54,7 +54,7 @@ def test_lexicon_free_spells_words_outside_the_lexicon(lm_dir):
 
 
 def test_lexicon_free_without_a_char_lm_says_which_param(tmp_path):
-    build_lm(SENTENCES, ALPHABET, tmp_path, config(LMConfig, "lm", order=3))
+    build_lm(SENTENCES, ALPHABET, tmp_path, config(LMConfig, "lm", order=3, char_order=0))
     with pytest.raises(DecodeSetupError, match="lm.char_order"):
         BeamSearch(TOKENS, tmp_path, config(BeamConfig, "decode", mode="lexicon_free"))
 

@@ -57,7 +57,7 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     (lambda p: p["decode"].update(beam_size=-5), ["decode.beam_size", "-5"]),
     (lambda p: p.update(dataset="timit"), ["dataset", "timit", "synth", "librispeech"]),
     (lambda p: p["manifest"].update(min_duration=30.0), ["manifest.min_duration", "max_duration"]),
-    (lambda p: p["decode"].update(mode="lexicon_free"), ["decode.mode", "lm.char_order"]),
+    (lambda p: (p["decode"].update(mode="lexicon_free"), p["lm"].update(char_order=0)), ["decode.mode", "lm.char_order"]),
     (lambda p: p["decode"].update(mode="words"), ["decode.mode", "lexicon_free"]),
     (lambda p: p["lm"].update(quantize={"pointer_bits": 22, "prob_bits": 8, "backoff_bits": 8}),
      ["lm.quantize", "trie"]),
