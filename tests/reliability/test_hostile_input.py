@@ -121,7 +121,8 @@ def test_credentials_never_reach_logs_mlflow_params_or_reports(data_repo, tmp_pa
     holding a URL password or a secret-named key are recorded redacted."""
     port = free_port()
     proc = run(["python", "stages/vocab.py", "--params", "params.yaml", "--dataset", "synth", "--manifests",
-                "data/synth/manifests", "--out", str(tmp_path / "vocab.txt")], cwd=data_repo, check=False,
+                "data/synth/manifests", "--out", str(tmp_path / "vocab.txt"), "--metrics", str(tmp_path / "vocab.json")],
+               cwd=data_repo, check=False,
                env={**TRAIN_ENV, "MLFLOW_TRACKING_URI": f"http://alice:{SECRET}@127.0.0.1:{port}"})
     assert proc.returncode == 2 and f"http://alice:***@127.0.0.1:{port}" in proc.stderr, proc.stderr[-2000:]
     assert SECRET not in proc.stdout + proc.stderr

@@ -27,7 +27,8 @@ def test_unusable_tracking_store_fails_the_stage_before_any_work(data_repo, uri,
     out = data_repo / "runs/vocab-untracked.txt"
     t0 = time.perf_counter()
     proc = run([sys.executable, "stages/vocab.py", "--params", "params.yaml", "--dataset", "synth",
-                "--manifests", "data/synth/manifests", "--out", str(out)], cwd=data_repo, check=False,
+                "--manifests", "data/synth/manifests", "--out", str(out), "--metrics", str(out) + ".json"],
+               cwd=data_repo, check=False,
                env={**TRAIN_ENV, "MLFLOW_TRACKING_URI": uri})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "[vocab] error: MLflow" in proc.stderr and uri in proc.stderr, proc.stderr[-2000:]

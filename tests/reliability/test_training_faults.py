@@ -118,7 +118,7 @@ def test_kill9_while_a_checkpoint_is_written_keeps_the_previous_one(data_repo):
     set_train(data_repo, **PLAIN)
     ckpts = data_repo / "runs/ckpt-kill/checkpoints"
     proc = run(train_cmd(data_repo, "ckpt-kill"), cwd=data_repo, check=False,
-               env={**ENV, **kill_at("os.rename", r"\.last\.pt\.\w+\.tmp$", 2)})
+               env={**ENV, **kill_at("os.rename", r"\.last\.pt\.\d+\.[0-9a-f]+\.tmp$", 2)})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     leftovers = list(ckpts.glob(".last.pt.*.tmp"))
     assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0  # the write was complete, the rename never came
