@@ -13,58 +13,30 @@ import subprocess
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
+import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from asrflow.cli import main
 from asrflow.decode.beam import BeamSearch
 from asrflow.decode.logprobs import compute_logprobs
-from asrflow.features.logmel import FeatureConfig
-from asrflow.text.lm import LMConfig, build_lm
-from asrflow.models.deepspeech2 import DeepSpeech2
 from asrflow.data.audio import convert_audio, prepare_audio
 from asrflow.serve.loading import ModelLoadError, load_transcriber
 from asrflow.serve.model import AsrflowModel
 from asrflow.serve.package import package_model
 from asrflow.serve.settings import DecoderSettings
-from asrflow.text.vocab import BLANK, SPACE
-from conftest import REPO, config, model_config
-
-TOKENS = [BLANK, SPACE] + list("abcdefghijklmnopqrstuvwxyz'")
-SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a cat ate the rat", "hello world",
-             "the world is round", "hello there cat"] * 5
-SETTINGS = DecoderSettings(alpha=0.5, beta=1.0, beam_size=8, beam_threshold=25.0, token_beam=0, mode="lexicon")
-FREE = DecoderSettings(alpha=0.3, beta=0.5, beam_size=8, beam_threshold=25.0, token_beam=0, mode="lexicon_free")
-
-
-def sox(*args: str) -> None:
-    subprocess.run(["sox", *args], check=True, capture_output=True)
-
-
-def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0) -> Path:
-    """A randomly initialised (seeded) small model, saved with the dict layout train.py writes."""
-    torch.manual_seed(seed)
-    feat = config(FeatureConfig, "features", sample_rate=sample_rate, n_mels=40)
-    mcfg = model_config(40, len(TOKENS), conv_channels=4, rnn_layers=1, rnn_hidden=32, conv_strides=[[2, 2], [2, 1]])
-    model = DeepSpeech2(mcfg)
-    rng = np.random.default_rng(seed)
-    ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,
-            "stats": {"mean": rng.normal(-4, 1, 40).round(4).tolist(), "std": rng.uniform(1, 3, 40).round(4).tolist()},
-            "features": feat.__dict__, "train": {}, "epoch": 1, "dev_cer": 100.0, "dev_wer": 100.0}
-    torch.save(ckpt, path)
-    return path
+from conftest import REPO
+from serve_fixtures import FREE, SETTINGS, TOKENS, make_checkpoint, make_lm, sox
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("serving")
     a = {"dir": d, "model": make_checkpoint(d / "model.pt"), "lm": d / "lm"}
-    build_lm(SENTENCES, set(TOKENS[2:]), a["lm"], config(LMConfig, "lm", order=3, char_order=4))
+    make_lm(a["lm"])
     audio = d / "audio"
     audio.mkdir()
     sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(audio / "tone.wav"), "synth", "1.0", "sine", "440")
@@ -117,19 +89,23 @@ def test_decoder_settings_round_trip():
 def test_package_holds_only_what_the_mode_needs_and_replaces_atomically(assets, tmp_path):
     pkg = assets["pkg"]
     files = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*") if p.is_file())
-    assert files == ["MLmodel", "artifacts/decoder.json", "artifacts/lexicon.txt", "artifacts/lm.bin",
-                     "artifacts/model.pt", "conda.yaml", "python_env.yaml", "python_model.pkl", "requirements.txt"]
-    assert json.loads((pkg / "artifacts/decoder.json").read_text()) == SETTINGS.to_dict()
-    assert (pkg / "artifacts/model.pt").read_bytes() == assets["model"].read_bytes()
+    # data only: no pickle, no code; MLflow loads it with the installed asrflow's loader module
+    assert files == ["MLmodel", "conda.yaml", "data/asrflow/decoder.json", "data/asrflow/lexicon.txt",
+                     "data/asrflow/lm.bin", "data/asrflow/model.pt", "python_env.yaml", "requirements.txt"]
+    assert yaml.safe_load((pkg / "MLmodel").read_text())["flavors"]["python_function"] == {
+        **yaml.safe_load((pkg / "MLmodel").read_text())["flavors"]["python_function"],
+        "loader_module": "asrflow.serve.model", "data": "data/asrflow"}
+    assert json.loads((pkg / "data/asrflow/decoder.json").read_text()) == SETTINGS.to_dict()
+    assert (pkg / "data/asrflow/model.pt").read_bytes() == assets["model"].read_bytes()
     reqs = (pkg / "requirements.txt").read_text().split()
     assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("flashlight-text==") for r in reqs)
 
     free = package_model(tmp_path / "free", assets["model"], assets["lm"], FREE)
-    assert sorted(p.name for p in (free / "artifacts").iterdir()) == ["char.bin", "decoder.json", "model.pt"]
+    assert sorted(p.name for p in (free / "data/asrflow").iterdir()) == ["char.bin", "decoder.json", "model.pt"]
     # packaging again over it: the new settings, and nothing half-written left beside it
     again = package_model(tmp_path / "free", assets["model"], assets["lm"], SETTINGS)
-    assert json.loads((again / "artifacts/decoder.json").read_text())["mode"] == "lexicon"
-    assert not (again / "artifacts/char.bin").exists()
+    assert json.loads((again / "data/asrflow/decoder.json").read_text())["mode"] == "lexicon"
+    assert not (again / "data/asrflow/char.bin").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["free"]
 
     with pytest.raises(FileNotFoundError, match="lm.char_order"):

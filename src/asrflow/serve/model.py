@@ -7,6 +7,10 @@ count that sox reads is accepted (:func:`asrflow.data.audio.prepare_audio`). A f
 cannot be used (missing, empty, undecodable) gives a :class:`Result` with an error naming
 it; the other files are still transcribed. :mod:`asrflow.serve.package` writes such a model
 and :mod:`asrflow.serve.loading` loads it.
+
+A package holds data only (checkpoint, LM files, ``decoder.json``): its MLmodel names this
+module as the pyfunc ``loader_module``, so ``mlflow.pyfunc.load_model`` runs the installed
+asrflow's :func:`_load_pyfunc`, and nothing in the package is unpickled or executed.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -41,18 +44,21 @@ class Result:
         return self.error is None
 
 
-class AsrflowModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc model: acoustic model + KenLM beam search over audio file paths.
+def _load_pyfunc(data_path: str) -> "AsrflowModel":
+    """MLflow's pyfunc loader hook (this module is the package's ``loader_module``): the
+    model whose files ``package_model`` put in ``data_path``."""
+    model = AsrflowModel()
+    data = Path(data_path)
+    model.load(data / CHECKPOINT, data, data / DECODER)
+    return model
 
-    :meth:`load_context` loads the checkpoint and builds the beam search once;
+
+class AsrflowModel:
+    """The pyfunc implementation: acoustic model + KenLM beam search over audio file paths.
+
+    :meth:`load` loads the checkpoint (weights only) and builds the beam search once;
     :meth:`predict` (pyfunc) and :meth:`transcribe` (plain Python) then decode files.
     """
-
-    def load_context(self, context: Any) -> None:
-        """Load the artifacts ``package_model`` stored (``context.artifacts``)."""
-        art = context.artifacts
-        lm_file = art["char.bin"] if "char.bin" in art else art["lm.bin"]
-        self.load(art[CHECKPOINT], Path(lm_file).parent, art[DECODER])
 
     def load(self, checkpoint: str | Path, lm_dir: str | Path, decoder_json: str | Path) -> None:
         """Load a checkpoint, an LM directory and decoder settings (``decoder.json``)."""
@@ -100,7 +106,7 @@ class AsrflowModel(mlflow.pyfunc.PythonModel):
                     continue
                 yield Result(name, self.search.decode(lp) if lp.shape[0] else "")
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """pyfunc entry point: ``model_input`` is a DataFrame with a ``path`` column (a list
         of paths is accepted too). Returns a DataFrame with ``path``, ``text`` and ``error``
         (None on success), one row per input path, in order."""

@@ -2,9 +2,14 @@
 
 :func:`package_model` writes a directory holding the checkpoint (which embeds the
 vocabulary, the feature configuration and the normalisation statistics), the KenLM
-files the decoding mode needs and the tuned decoder settings (``decoder.json``), with an
-:class:`~asrflow.serve.model.AsrflowModel` as its pyfunc implementation; its
+files the decoding mode needs and the tuned decoder settings (``decoder.json``); its
 requirements are pinned from the installed versions (:func:`pinned_requirements`).
+
+The package is data only: no pickled Python object and no code. Its MLmodel names
+:data:`~asrflow.serve.settings.LOADER_MODULE` as the pyfunc ``loader_module``, so loading
+it (``mlflow.pyfunc.load_model``, ``mlflow models serve``, ``asrflow transcribe``) runs
+the installed asrflow, and the checkpoint is read weights-only. A package built by
+pickling a ``PythonModel`` would run whatever its ``python_model.pkl`` holds when loaded.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ from pathlib import Path
 
 import mlflow
 
-from asrflow.serve.model import AsrflowModel
-from asrflow.serve.settings import CHECKPOINT, DECODER, LM_FILES, DecoderSettings
+from asrflow.data.archives import link_or_copy
+from asrflow.serve.settings import CHECKPOINT, DATA_DIR, DECODER, LM_FILES, LOADER_MODULE, DecoderSettings
 
 #: Distributions the model needs at load time (besides asrflow itself), pinned to the
 #: versions installed when it was packaged.
 RUNTIME_PACKAGES = ("mlflow", "torch", "torchaudio", "numpy", "pandas", "pyarrow", "soundfile",
-                    "flashlight-text", "cloudpickle")
+                    "flashlight-text")
 
 
 def pinned_requirements() -> list[str]:
@@ -45,15 +50,13 @@ def pinned_requirements() -> list[str]:
 
 @contextmanager
 def _quiet_mlflow() -> Iterator[None]:
-    """Silence what MLflow says about choices made here on purpose: the class is pickled
-    by reference (an empty instance of an installed class), no signature or input example
+    """Silence what MLflow says about choices made here on purpose: no signature or input example
     (``predict`` takes a DataFrame with a ``path`` column or a plain list of paths, and an
     example would need an audio file), and artifact copy progress bars."""
     class _Drop(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             msg = record.getMessage()
-            return not msg.startswith(("Passing a Python object as `python_model`",
-                                       "Failed to infer model signature"))
+            return not msg.startswith("Failed to infer model signature")
 
     log = logging.getLogger("mlflow.pyfunc")
     drop = _Drop()
@@ -75,7 +78,7 @@ def _quiet_mlflow() -> Iterator[None]:
 def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path, settings: DecoderSettings) -> Path:
     """Write the pyfunc model directory ``out_dir`` (replacing any previous one) and return it.
 
-    Artifacts, all in ``out_dir/artifacts/``: ``model.pt`` (the checkpoint as train.py
+    Data, all in ``out_dir/data/asrflow/``: ``model.pt`` (the checkpoint as train.py
     saves it: weights, vocabulary, feature configuration, statistics), only the LM files
     ``settings.mode`` needs (``lm.bin`` + ``lexicon.txt``, or ``char.bin``) and
     ``decoder.json`` (``settings``). The package is built in a sibling temporary directory
@@ -104,13 +107,15 @@ def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        decoder_json = work / "decoder.json"
-        decoder_json.write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n")
+        data = work / DATA_DIR
+        data.mkdir()
+        (data / DECODER).write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n")
+        for name, src in {CHECKPOINT: model_pt, **needed}.items():
+            link_or_copy(src, data / name)
         pkg = work / "package"
         with _quiet_mlflow():
             mlflow.pyfunc.save_model(
-                path=str(pkg), python_model=AsrflowModel(),
-                artifacts={CHECKPOINT: str(model_pt), DECODER: str(decoder_json), **{n: str(p) for n, p in needed.items()}},
+                path=str(pkg), loader_module=LOADER_MODULE, data_path=str(data),
                 pip_requirements=pinned_requirements(),
                 metadata={"asrflow_version": _asrflow_version(), "decode_mode": settings.mode,
                           "sample_rate": sample_rate, "vocab_size": vocab_size})

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from asrflow.decode.beam import BeamConfig
 
-#: Names of the artifacts inside a packaged model (``context.artifacts`` keys); the LM
-#: files are stored under their own names (``lm.bin``, ``lexicon.txt``, ``char.bin``).
-CHECKPOINT, DECODER = "checkpoint", "decoder"
+#: File names inside a package's data directory; the LM files keep their own names
+#: (``lm.bin``, ``lexicon.txt``, ``char.bin``).
+CHECKPOINT, DECODER = "model.pt", "decoder.json"
+#: The package's data directory (``data/`` of the MLflow model) and the module MLflow
+#: imports to load it (``loader_module``: the installed asrflow's code, not the package's).
+DATA_DIR, LOADER_MODULE = "asrflow", "asrflow.serve.model"
 #: LM files each decoding mode reads from the LM directory.
 LM_FILES = {"lexicon": ("lm.bin", "lexicon.txt"), "lexicon_free": ("char.bin",)}
 

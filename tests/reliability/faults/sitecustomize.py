@@ -5,6 +5,10 @@ directory is on PYTHONPATH (every process of a stage, torchrun's workers include
 process itself at the N-th audit event E (``open`` for a file opened for writing,
 ``os.rename`` for os.rename/os.replace) whose path matches REGEX: a kill -9 at an exact
 point of the real code, without changing that code.
+
+Optional keys: ``"reads": true`` counts files opened for reading too, and
+``"action": "stop"`` sends SIGSTOP instead of SIGKILL: the process freezes at that point
+until the test, having changed the world under it, sends SIGCONT.
 """
 
 import json
@@ -28,11 +32,11 @@ if _spec:
     def _hook(event, args):
         if event != _fault["event"] or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
             return
-        if event == "open" and not _writes(args):
+        if event == "open" and not (_fault.get("reads") or _writes(args)):
             return
         if _pattern.search(os.fsdecode(args[0])):
             _seen[0] += 1
             if _seen[0] == _fault["nth"]:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGSTOP if _fault.get("action") == "stop" else signal.SIGKILL)
 
     sys.addaudithook(_hook)
