@@ -16,7 +16,8 @@ def add_args(p):
 
 
 def run(ctx: Context) -> dict:
-    extracted = extract_archives(Path(ctx.args.archives), Path(ctx.args.raw), log=ctx.log)
+    extracted = extract_archives(Path(ctx.args.archives), Path(ctx.args.raw), log=ctx.log,
+                                 max_gb=ctx.params["download"]["max_extracted_gb"])
     metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out,
                               ManifestConfig.from_params(ctx.params))
     metrics["archives_extracted"] = sum(extracted.values())

@@ -7,6 +7,7 @@ value stops the stage with the offending key's name, whichever orchestrator ran 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,20 @@ def load_schema() -> dict[str, Any]:
     """The JSON schema for params.yaml (the same file Snakemake's validate() reads)."""
     with open(SCHEMA_PATH, encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+def _pattern_whole_value(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]):
+    """The schema's ``pattern``, matched against the whole value (``re.fullmatch``).
+
+    JSON Schema's ``pattern`` is a search, and with Python's ``re`` a closing ``$`` also
+    matches before a final newline: ``train.rdzv_endpoint: "localhost:0\\n"`` passed
+    ``^...:[0-9]+$``. Matching the whole value closes that for every pattern, present and future.
+    """
+    if validator.is_type(instance, "string") and not re.fullmatch(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r} (the whole value must)")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_whole_value})
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -102,7 +117,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
 
     Returns the same mapping. Raises :class:`ParamsError` naming the first bad key.
     """
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ParamsError(_describe(errors[0]))
