@@ -1,23 +1,52 @@
-"""The ``asrflow`` command.
+r"""The ``asrflow`` command.
 
-``asrflow transcribe FILE... --model PATH_OR_URI`` prints ``FILE<TAB>TRANSCRIPT`` per
-input file, in input order, on stdout; a file that cannot be transcribed is reported on
-stderr (``asrflow transcribe: FILE: reason``) and the others are still transcribed.
+``asrflow transcribe FILE... --model PATH_OR_URI`` prints one record per input file, in
+input order, on stdout; a file that cannot be transcribed is reported on stderr
+(``asrflow transcribe: FILE: reason``) and the others are still transcribed.
 Exit status: 0 all transcribed, 1 some file failed, 2 usage error (no model, a model
 path or URI that does not load, no tracking store for a URI).
+
+``--format tsv`` (the default) prints ``FILE<TAB>TRANSCRIPT`` lines for the transcribed
+files. A file name may hold any character but NUL, so both fields are escaped and every
+record is exactly one line with exactly one tab, whatever the name: backslash, tab, newline
+and carriage return as ``\\``, ``\t``, ``\n``, ``\r``; any other control or line-separating
+character (C0, DEL, C1, U+2028, U+2029) as ``\uXXXX``; and a byte of the name that is not
+UTF-8 as ``\xXX`` (so the name's exact bytes can be recovered). Nothing else is changed: a
+name without those characters prints as it is. The stderr lines are escaped the same way, so
+a name cannot forge a line there either.
+
+``--format jsonl`` prints one JSON object per input file, failed ones included:
+``{"path": ..., "text": ..., "error": ...}`` (``text`` null when ``error`` is set, ``error``
+null on success), ASCII-only (``\uXXXX`` escapes; a byte of the name that is not UTF-8 is
+Python's ``surrogateescape`` code point, U+DC80-U+DCFF, which ``os.fsencode`` turns back into
+the byte). A failed file also gets its stderr line, as in tsv.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 MODEL_ENV = "ASRFLOW_MODEL"
 #: The pipeline's tracking store (params.yaml ``mlflow.tracking_uri``), relative to the project directory.
 PIPELINE_STORE = Path("mlruns") / "mlflow.db"
+
+FORMATS = ("tsv", "jsonl")
+_FORMAT_HELP = ("tsv (default): FILE<TAB>TRANSCRIPT per transcribed file, both fields escaped so that a record is one "
+                "line with one tab: backslash, tab, newline, carriage return as \\\\, \\t, \\n, \\r, other control "
+                "and line-separator characters as \\uXXXX, a name's bytes that are not UTF-8 as \\xXX; "
+                "jsonl: one JSON object per file, failed ones included: {\"path\", \"text\", \"error\"} "
+                "(failures are also reported on stderr, escaped as in tsv)")
+# what escape() rewrites: the escape character itself, C0/DEL/C1 controls (tab, LF, CR among
+# them), the Unicode line and paragraph separators, and the surrogates Python decodes a name's
+# non-UTF-8 bytes to (surrogateescape)
+_SPECIAL = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 _MODEL_HELP = ("a model directory written by asrflow.serve.package.package_model, or an MLflow model URI: "
                "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH (default: $" + MODEL_ENV + ")")
@@ -28,14 +57,41 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("transcribe", help="transcribe audio files",
                        description="Transcribe audio files (any format, sample rate or channel count sox reads). "
-                                   "Prints FILE<TAB>TRANSCRIPT per file, in input order.")
+                                   "Prints FILE<TAB>TRANSCRIPT per file, in input order, with backslash, tab, "
+                                   "newline and carriage return in a field escaped as \\\\, \\t, \\n, \\r "
+                                   "(see --format), or one JSON object per file with --format jsonl.")
     t.set_defaults(run=_transcribe, usage_error=t.error)
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     t.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    t.add_argument("--format", choices=FORMATS, default="tsv", help=_FORMAT_HELP)
     t.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking store that resolves a models:/ or runs:/ URI (default: $MLFLOW_TRACKING_URI, "
                         f"else sqlite:///{PIPELINE_STORE} when that file exists in the current directory)")
+    sub.add_parser("repro", help="dvc repro, with params.yaml checked before DVC removes any output",
+                   description="Validate params.yaml, then run `dvc repro` with the arguments given; if it fails, "
+                               "check out again from the DVC cache the outputs it removed. Run it in the project "
+                               "directory.", usage="asrflow repro [DVC REPRO ARGS...]")
     return p
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if "\udc80" <= ch <= "\udcff":  # a byte of the name that is not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{ord(ch) - 0xDC00:02x}"
+    return f"\\u{ord(ch):04x}"
+
+
+def escape(text: str) -> str:
+    r"""``text`` as one unambiguous TSV field: backslash, tab, newline and carriage return as
+    ``\\``, ``\t``, ``\n``, ``\r``, other control and line-separating characters as
+    ``\uXXXX``, a non-UTF-8 byte of a file name as ``\xXX``; anything else unchanged.
+
+    A file name is chosen by whoever made the file: printed as it is, a tab or newline in it
+    would forge fields or whole records in the output (and a non-UTF-8 byte would stop the
+    command with an encoding error)."""
+    return _SPECIAL.sub(_escape_char, text)
 
 
 def resolve_tracking_uri(cli_value: str | None) -> str | None:
@@ -86,17 +142,24 @@ def _transcribe(args: argparse.Namespace) -> int:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     failed = 0
-    for r in model.iter_transcribe(args.files):  # each line as soon as its file is done
-        if r.ok:
-            print(f"{r.path}\t{r.text}", flush=True)
-        else:
+    for r in model.iter_transcribe(args.files):  # each record as soon as its file is done
+        if args.format == "jsonl":
+            print(json.dumps({"path": r.path, "text": r.text, "error": r.error}, ensure_ascii=True), flush=True)
+        elif r.ok:
+            print(f"{escape(r.path)}\t{escape(r.text)}", flush=True)
+        if not r.ok:
             failed += 1
-            print(f"{prog}: {r.error}", file=sys.stderr, flush=True)
+            print(f"{prog}: {escape(r.error)}", file=sys.stderr, flush=True)
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``asrflow`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["repro"] and argv[1:2] not in (["-h"], ["--help"]):  # every other word is dvc repro's
+        from asrflow.pipeline.repro import main as repro
+
+        return repro(argv[1:])
     try:
         args = _parser().parse_args(argv)
         return args.run(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -192,6 +193,63 @@ def test_cli_prints_good_files_in_order_and_reports_bad_ones(assets):
     assert err == [line for line in err if line.startswith("asrflow transcribe: ")], proc.stderr  # no MLflow chatter
     assert [line.split(": ")[1] for line in err] == ["empty.wav", "notes.wav", "gone.wav"]
     assert "empty file (0 bytes)" in err[0] and "not a readable audio file" in err[1] and "no such file" in err[2]
+
+
+def unescape_tsv(field: bytes) -> bytes:
+    r"""The file name bytes a TSV field of ``asrflow transcribe`` stands for, decoded here
+    independently of the CLI's code: ``\\ \t \n \r`` named, ``\xXX`` a raw byte, ``\uXXXX`` a
+    code point (UTF-8); any other backslash would make the output ambiguous, so it fails."""
+    named = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
+
+    def one(m: re.Match[bytes]) -> bytes:
+        s = m.group(1)
+        if s in named:
+            return named[s]
+        return bytes([int(s[1:], 16)]) if s[:1] == b"x" else chr(int(s[1:], 16)).encode()
+
+    out = re.sub(rb"\\(\\|t|n|r|x[0-9a-f]{2}|u[0-9a-f]{4})", one, field)
+    assert b"\\" not in re.sub(rb"\\(\\|t|n|r|x[0-9a-f]{2}|u[0-9a-f]{4})", b"", field), field
+    return out
+
+
+def test_cli_output_cannot_be_forged_by_file_names(assets, tmp_path):
+    """A file name holding a tab, a newline, a carriage return, a backslash sequence that looks
+    like an escape, a Unicode line separator or bytes that are not UTF-8 (each a real file, a
+    copy of speech.flac) comes back, in both --format tsv and --format jsonl, as exactly one
+    record per file with exactly its own name; a missing file whose name forges a stderr line
+    gets one stderr line (and its jsonl row with the error)."""
+    src = (assets["audio"] / "speech.flac").read_bytes()
+    names = [b"tab\there.flac", b"new\nline.flac", b"x.flac\tforged transcript\nfake.flac", b"cr\r.flac",
+             b"back\\nslash\\t.flac", b"sep\xe2\x80\xa8.flac", b"caf\xe9.flac"]
+    for n in names:
+        with open(os.path.join(os.fsencode(tmp_path), n), "wb") as f:
+            f.write(src)
+    gone = b"gone.flac\nasrflow transcribe: forged.flac: no such file"
+    args = [*names[:3], gone, *names[3:]]
+    expected = load_transcriber(assets["pkg"]).transcribe([assets["audio"] / "speech.flac"])[0].text
+    env = {k: v for k, v in os.environ.items() if k not in ("ASRFLOW_MODEL", "MLFLOW_TRACKING_URI")}
+    out = {}
+    for fmt in ("tsv", "jsonl"):
+        proc = subprocess.run([str(REPO / ".venv/bin/asrflow").encode(), b"transcribe", *args, b"--format",
+                               fmt.encode(), b"--model", bytes(assets["pkg"])],
+                              cwd=tmp_path, capture_output=True, timeout=120, env=env)
+        assert proc.returncode == 1, proc.stderr.decode(errors="replace")
+        err = proc.stderr.decode("ascii", errors="strict").split("\n")  # escaped: ASCII here, no U+2028
+        assert err[-1] == "" and len(err) == 2 and err[0].startswith("asrflow transcribe: gone.flac\\nasrflow "), err
+        assert "no such file" in err[0]
+        out[fmt] = proc.stdout
+    # tsv: one line per transcribed file, one tab each, the name's exact bytes after unescaping
+    lines = out["tsv"].split(b"\n")
+    assert lines[-1] == b"" and len(lines) - 1 == len(names), out["tsv"]
+    assert [line.count(b"\t") for line in lines[:-1]] == [1] * len(names)
+    assert [unescape_tsv(line.split(b"\t")[0]) for line in lines[:-1]] == names
+    assert {line.split(b"\t")[1].decode() for line in lines[:-1]} == {expected}
+    # jsonl: one object per input, the failed one included
+    rows = [json.loads(line) for line in out["jsonl"].decode("ascii").split("\n")[:-1]]
+    assert [os.fsencode(r["path"]) for r in rows] == args
+    assert [(r["text"], r["error"]) for r in rows if os.fsencode(r["path"]) != gone] == [(expected, None)] * len(names)
+    failed = next(r for r in rows if os.fsencode(r["path"]) == gone)
+    assert failed["text"] is None and "no such file" in failed["error"]
 
 
 def test_registered_model_loads_by_uri_and_from_the_cli(assets, tmp_path, tracking, capsys, monkeypatch):

@@ -59,7 +59,7 @@ REASONS = {
     "missing_audio": "transcript line for a file that does not exist",
     "duplicate_id": "a second transcript line for the same utterance id, or the same id in another chapter",
     "unsupported_format": "a file other than .flac audio and .trans.txt transcripts (e.g. .wav, .FLAC), or a "
-                          ".flac holding another format",
+                          ".flac holding another format, or a file whose path is not valid UTF-8",
 }
 PROBE_CHUNK = 64
 _SFM_READ = 0x10
@@ -155,27 +155,41 @@ def probe_all(paths: list[str], workers: int, desc: str) -> list[tuple[int, int,
     return out
 
 
-def _walk(subset_dir: Path) -> tuple[list[Path], list[str]]:
-    """Transcript files and every other file of a subset (sorted paths), in one directory walk."""
-    trans, files = [], []
+def shown_path(path: str) -> str:
+    """``path`` as the tables store it: a name that is not valid UTF-8 (os.walk gives its
+    bytes as lone surrogates, which Parquet and JSON cannot hold) with ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _walk(subset_dir: Path) -> tuple[list[Path], list[str], list[str]]:
+    """Transcript files, every other file of a subset (sorted paths), and the files whose
+    path is not valid UTF-8 (transcripts included: they cannot be read as the others), in
+    one directory walk."""
+    trans, files, undecodable = [], [], []
     for dirpath, dirnames, filenames in os.walk(subset_dir):
         dirnames.sort()
         for name in sorted(filenames):
-            if name.endswith(".trans.txt"):
-                trans.append(Path(dirpath) / name)
+            path = os.path.join(dirpath, name)
+            if shown_path(path) != path:
+                undecodable.append(path)
+            elif name.endswith(".trans.txt"):
+                trans.append(Path(path))
             else:
-                files.append(os.path.join(dirpath, name))
-    return trans, files
+                files.append(path)
+    return trans, files, undecodable
 
 
 def read_transcripts(trans_files: list[Path]) -> tuple[list[tuple[str, str, Path]], list[dict[str, str]]]:
     """Every ``(utt_id, text, trans_file)`` of the files, and rejects for malformed lines."""
     rows, rejects = [], []
     for trans in trans_files:
-        for lineno, line in enumerate(trans.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if not line.strip():
+        # a byte-order mark (an editor's, or files concatenated) is not part of the id, and any
+        # whitespace run (a tab too) separates id and text: else the line's id names no file and
+        # the file is "without a line", two misleading rejects instead of one accepted utterance
+        for lineno, line in enumerate(trans.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+            utt_id, text = (line.lstrip("\ufeff").split(None, 1) + ["", ""])[:2]
+            if not utt_id:
                 continue
-            utt_id, _, text = line.strip().partition(" ")
             if not text.strip():
                 rejects.append({"utt_id": utt_id, "path": f"{trans}:{lineno}", "reason": "empty_transcript",
                                 "detail": "transcript line has an id but no text"})
@@ -193,11 +207,16 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
         sdir = raw_dir / "LibriSpeech" / subset
         if not sdir.is_dir():
             raise FileNotFoundError(f"subset '{subset}' of split '{split}' not found at {sdir}")
-        trans_files, files = _walk(sdir)
+        trans_files, files, undecodable = _walk(sdir)
+        for f in undecodable:  # rejected as they are found: no table can hold such a path as it is
+            rejects.append({"split": split, "subset": subset, "utt_id": Path(shown_path(f)).name.split(".")[0],
+                            "path": shown_path(f), "reason": "unsupported_format",
+                            "detail": "path is not valid UTF-8 (its bytes shown as \\xNN): rename it"})
+        seen_files += [shown_path(f) for f in undecodable]
         rows, bad = read_transcripts(trans_files)
         # an utterance is its transcript line and the audio beside that transcript file: a
         # chapter's audio is never paired with another chapter's line, whatever the ids say
-        unused = set(files)
+        present, unused = set(files), set(files)
         for r in bad:  # a malformed line's audio is rejected with it (the line named in the detail)
             line = r["path"]
             audio = os.path.join(os.path.dirname(line.rsplit(":", 1)[0]), f"{r['utt_id']}.flac")
@@ -219,6 +238,13 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
                                 "detail": f"{utt_id} in {trans} repeats the id of {first[utt_id]}"})
                 continue
             first[utt_id] = str(trans)
+            if audio in present and audio not in unused:
+                # its file went with an earlier line of this id in the same file, one without
+                # text: this line repeats the id (calling the file missing would be untrue, and
+                # its path would count the file twice)
+                rejects.append({**reject, "path": f"{trans}", "reason": "duplicate_id",
+                                "detail": f"{utt_id} in {trans} repeats the id of a line with no text there"})
+                continue
             if audio not in unused:
                 others = [f for f in by_stem.get(str(trans.parent / utt_id), []) if f in unused]
                 if others:  # e.g. x.wav or x.FLAC: there, but not in the format the pipeline reads
