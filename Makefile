@@ -21,7 +21,7 @@ MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 DATASET    ?= synth
 
-.PHONY: install system-deps run test bench report mlflow-ui mlflow-server clean distclean
+.PHONY: install system-deps run repro test bench report mlflow-ui mlflow-server clean distclean
 
 install: system-deps $(VENV)/.installed $(KENLM_DIR)/bin/lmplz
 
@@ -59,6 +59,10 @@ $(KENLM_DIR)/bin/lmplz: | $(VENV)/.installed
 # The main job: the whole chain on the embedded default dataset.
 run: install
 	$(VENV)/bin/snakemake -j $(JOBS) reports/$(DATASET)_wer.md
+
+# dvc repro with params.yaml validated before DVC removes any output (ARGS: dvc repro's, e.g. ARGS=train)
+repro: install
+	$(VENV)/bin/asrflow repro $(ARGS)
 
 test: install
 	$(PY) -m pytest -q tests

@@ -2,18 +2,21 @@
 each in a throwaway copy of the repo, with the real tools (espeak-ng, sox, lmplz,
 flashlight, torchrun, snakemake, dvc, mlflow)."""
 
+import hashlib
 import json
 import math
 import os
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from asrflow.pipeline import definition as P
 from asrflow.pipeline.lineage import lock_hashes
 from repro import product_digests
-from conftest import copy_repo, run, tiny_params
+from conftest import copy_repo, edit_params, run, tiny_params
 
 STAGES = [s.name for s in P.STAGES]
 ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
@@ -249,12 +252,18 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     assert "`train.lr`: 0.0015 → 0.002" in compared, compared
 
 
-def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_path):
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A fresh copy in which `dvc repro` ran the whole chain (and its stdout)."""
+    repo = copy_repo(tmp_path_factory.mktemp("dvc"), tiny_params())
+    return repo, run(["dvc", "repro"], cwd=repo, env=ENV).stdout
+
+
+def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, dvc_repo):
     """`dvc repro` in a fresh copy runs every stage, and its products equal the Snakemake run's
     byte for byte: corpus archives, manifests, Parquet with the embedded FLACs, vocab, stats, LM, checkpoint (bit-reproducible
     CPU training with a fixed seed), tuning table, per-utterance results and report."""
-    repo = copy_repo(tmp_path, tiny_params())
-    out = run(["dvc", "repro"], cwd=repo, env=ENV).stdout
+    repo, out = dvc_repo
     assert all(f"Running stage '{s}'" in out for s in STAGES), out
     assert_report_has_numbers(repo)
     assert_every_stage_wrote_its_log_metrics_and_benchmark(repo, benchmarks=False)
@@ -267,6 +276,68 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, tmp_pa
     assert len(ours) > 15 and "models/synth/model.pt" in ours
     assert {k for k in ours if k.endswith(".tar.gz")} == {f"data/synth/archives/{s}.tar.gz" for s in ("train", "dev", "test")}
     assert ours == SMK_DIGESTS, sorted(k for k in ours if ours[k] != SMK_DIGESTS.get(k))
+
+
+# for each stage, a bad value of a key it reads: under plain `dvc repro <stage>` DVC would
+# remove the stage's outputs before the command refuses it
+BAD_FOR_STAGE = {
+    "download": lambda p: p["download"]["synth"].update(voices=["en-us\n"]),
+    "manifest": lambda p: p["manifest"].update(audio_codec="mp3"),
+    "stats": lambda p: p["stats"].update(sample_size="lots"),
+    "vocab": lambda p: p["vocab"].update(min_count="lots"),
+    "lm": lambda p: p["lm"].update(prune=[0, 2, 1]),
+    "train": lambda p: p["train"].update(lr=0),
+    "tune": lambda p: p["tune"].update(beam_threshold=0),
+    "evaluate": lambda p: p["evaluate"].update(duration_bins=[]),
+    "register": lambda p: p["decode"].update(beam_size=-5),
+    "report": lambda p: p["evaluate"].update(top_errors=-1),
+}
+FAULTS = Path(__file__).parent / "reliability" / "faults"
+
+
+def outputs(repo) -> dict[str, str]:
+    """SHA-256 of every stage output file (products, metrics, plots, reports)."""
+    return {str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for d in ("data/synth", "models", "results", "metrics", "plots", "reports")
+            for f in sorted((repo / d).rglob("*")) if f.is_file() and "/raw/" not in str(f)}
+
+
+def test_asrflow_repro_checks_params_before_dvc_removes_anything(dvc_repo):
+    repo, _ = dvc_repo
+    before, params = outputs(repo), (repo / "params.yaml").read_text()
+    assert set(BAD_FOR_STAGE) == set(STAGES) and len(before) > 30
+    try:
+        for name, bad in BAD_FOR_STAGE.items():
+            edit_params(repo, bad)
+            proc = run(["asrflow", "repro", name], cwd=repo, env=ENV, check=False)
+            assert proc.returncode == 2 and "nothing ran and no file changed" in proc.stderr, (name, proc.stderr)
+            assert outputs(repo) == before, name
+            (repo / "params.yaml").write_text(params)
+        # a bad key that no stale stage reads is reported too (stats is up to date; top_errors is report's)
+        BAD_FOR_STAGE["report"](p := yaml.safe_load(params))
+        (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        proc = run(["asrflow", "repro", "stats"], cwd=repo, env=ENV, check=False)
+        assert proc.returncode == 2 and "evaluate.top_errors" in proc.stderr, proc.stderr
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert run(["dvc", "status"], cwd=repo, env=ENV).stdout.strip() == "Data and pipelines are up to date."
+
+    # a stage killed after DVC removed its outputs: asrflow repro checks them out again from the cache
+    edit_params(repo, lambda p: p["tune"].update(alpha_count=4))
+    fault = {"event": "open", "match": r"results/synth/\.tune\.partial", "nth": 1}
+    proc = run(["asrflow", "repro", "tune"], cwd=repo, check=False,
+               env={**ENV, "PYTHONPATH": f"{repo / 'src'}:{FAULTS}", "ASRFLOW_FAULT": json.dumps(fault)})
+    assert proc.returncode != 0
+    assert "are back from the DVC cache: results/synth/tune" in proc.stderr, proc.stderr[-2000:]
+    assert "made again when their stage next runs: metrics/synth/tune.json, plots/synth/tune_grid.csv" in proc.stderr
+    now = outputs(repo)
+    assert {k: v for k, v in before.items() if k.startswith("results/synth/tune/")} == \
+        {k: v for k, v in now.items() if k.startswith("results/synth/tune/")}
+    (repo / "params.yaml").write_text(params)
+    run(["asrflow", "repro"], cwd=repo, env=ENV)  # tune again for its metrics: the same products
+    products = lambda d: {k: v for k, v in d.items() if not k.startswith(("metrics/", "reports/"))}  # noqa: E731
+    assert products(outputs(repo)) == products(before)
+    assert run(["dvc", "status"], cwd=repo, env=ENV).stdout.strip() == "Data and pipelines are up to date."
 
 
 def planned_jobs(repo) -> set[str]:

@@ -36,7 +36,7 @@ def test_torchrun_takes_nodes_gpus_and_endpoint_from_the_allocation():
     o = slurm_overrides(p, env)
     assert o == {"train.nnodes": "2", "train.nproc_per_node": "8", "train.rdzv_endpoint": "gpu07:29400"}
     argv = render(P.stage("train").cmd, p, "librispeech", o)
-    assert argv[:5] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
+    assert argv[:5] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=asrflow",
                         "--rdzv-endpoint=gpu07:29400"]
     one = slurm_overrides(p, {"SLURM_JOB_ID": "43", "SLURM_JOB_NUM_NODES": "1"})
     assert one == {"train.nnodes": "1"}  # processes per node from params.yaml, local rendezvous

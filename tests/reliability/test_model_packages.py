@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from asrflow.serve.loading import load_transcriber
 from asrflow.serve.package import package_model
 from conftest import REPO
+from processes import stopped
 from serve_fixtures import SETTINGS, make_checkpoint, make_lm, sox
 
 ASRFLOW = str(REPO / ".venv/bin/asrflow")
@@ -130,10 +131,6 @@ def test_mlflow_loads_the_genuine_package_without_any_pickle(package):
     assert not [p for p in pkg.rglob("*") if p.suffix in (".pkl", ".pickle")]
     out = mlflow.pyfunc.load_model(str(pkg)).predict([str(package["wav"])])
     assert out["text"].tolist() == [package["expected"]]
-
-
-def stopped(pid: int) -> bool:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
 @pytest.mark.parametrize("also_gc", [False, True], ids=["version-deleted", "version-and-files-deleted"])

@@ -18,7 +18,8 @@ import yaml
 
 from repro import product_digests
 from conftest import TRAIN_ENV, data_params, run
-from test_training_faults import kill_at
+from processes import stopped, tree
+from test_training_faults import FAULTS, kill_at
 
 
 def clone(data_repo: Path, dest: Path) -> Path:
@@ -90,3 +91,29 @@ def test_stage_killed_after_writing_part_of_its_outputs(data_repo, tmp_path, too
     run(cmd, cwd=repo, env=TRAIN_ENV)  # the same command again completes...
     assert not list((repo / "data/synth").glob(".manifests.partial-*"))  # ...removing the leftover
     assert digests(repo, "data/synth/manifests") == expected
+
+
+def test_two_snakemake_runs_on_one_repo_at_once(data_repo, tmp_path):
+    """A second `snakemake` started while the first is inside a stage refuses (the working
+    directory is locked) and touches nothing; the first then completes with a clean run's LM."""
+    clean, busy = clone(data_repo, tmp_path / "clean"), clone(data_repo, tmp_path / "busy")
+    run(["snakemake", "-j", "1", "data/synth/lm"], cwd=clean, env=TRAIN_ENV)
+    hold = {"PYTHONPATH": str(FAULTS),  # the lm stage freezes at its first write into its partial directory
+            "ASRFLOW_FAULT": json.dumps({"event": "open", "match": r"data/synth/\.lm\.partial", "nth": 1,
+                                         "action": "stop"})}
+    first = subprocess.Popen(["snakemake", "-j", "1", "data/synth/lm"], cwd=busy, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **TRAIN_ENV, **hold})
+    deadline = time.monotonic() + 120
+    while not (stage := next((p for p in tree(first.pid) if stopped(p)), None)):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0][-3000:]
+        time.sleep(0.05)
+    try:
+        second = run(["snakemake", "-j", "1", "data/synth/lm"], cwd=busy, env=TRAIN_ENV, check=False, timeout=120)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr, second.stdout[-2000:]
+        assert not (busy / "data/synth/lm").exists()
+    finally:
+        os.kill(stage, signal.SIGCONT)
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out[-3000:]
+    assert digests(busy, "data/synth/lm") == digests(clean, "data/synth/lm") != {}
+    assert not list(busy.glob("data/synth/.*.partial-*"))

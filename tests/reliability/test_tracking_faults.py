@@ -1,16 +1,25 @@
 """Tracking under faults: 8 stage processes writing one SQLite store at once lose no run; an
-unusable MLflow store stops a stage before it computes anything, naming the store."""
+unusable MLflow store stops a stage before it computes anything, naming the store; a
+tracking server restarted while a stage computes costs nothing."""
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TRAIN_ENV, run
+from mlflow_browser import free_port, serving
+from processes import stopped, tree
+
+FAULTS = Path(__file__).parent / "faults"
 
 
 def closed_port() -> int:
@@ -57,3 +66,49 @@ def test_eight_parallel_stage_processes_lose_no_run(tmp_path):
     runs = client.search_runs([exp.experiment_id], "tags.asrflow_invocation = 'inv-1'")
     assert sorted(r.info.run_name for r in runs) == [f"stage{i}" for i in range(8)]
     assert sorted(r.data.metrics["x"] for r in runs) == [float(i) for i in range(8)]
+
+
+def stop_at(match: str) -> dict[str, str]:
+    """Environment that freezes (SIGSTOP) a stage at its first open of a path matching ``match``."""
+    return {"PYTHONPATH": str(FAULTS),
+            "ASRFLOW_FAULT": json.dumps({"event": "open", "match": match, "nth": 1, "action": "stop"})}
+
+
+def wait_stopped(proc: subprocess.Popen, what: str, timeout_s: float = 120) -> int:
+    """The pid of the stopped process in ``proc``'s tree (the stage; launchers exec into it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} ended before reaching the fault point: {proc.communicate()}"
+        for pid in tree(proc.pid):
+            if stopped(pid):
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"{what} never reached the fault point")
+
+
+def test_mlflow_server_restarted_mid_stage_loses_nothing(data_repo, tmp_path):
+    """The tracking server goes down while a stage computes and comes back a few seconds
+    later: the stage's final flush retries and records exactly one complete run."""
+    port = free_port()
+    server = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination",
+              str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    uri = f"http://127.0.0.1:{port}"
+    out = data_repo / "runs/vocab-restart.txt"
+    with serving(server, tmp_path, port):
+        proc = subprocess.Popen([sys.executable, "stages/vocab.py", "--params", "params.yaml", "--dataset", "synth",
+                                 "--manifests", "data/synth/manifests", "--out", str(out), "--metrics", f"{out}.json"],
+                                cwd=data_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **TRAIN_ENV, "MLFLOW_TRACKING_URI": uri,
+                                     **stop_at(r"vocab-restart\.txt")})
+        pid = wait_stopped(proc, "the vocab stage")
+    os.kill(pid, signal.SIGCONT)  # the server is down now: the stage finishes and flushes into nothing
+    time.sleep(3)
+    with serving(server, tmp_path, port):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name("asrflow-synth")
+        runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_name for r in runs] == ["vocab"] and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["vocab.min_count"] and "stage_seconds" in runs[0].data.metrics
+    assert out.exists() and json.loads(Path(f"{out}.json").read_text())["mlflow_run_id"] == runs[0].info.run_id

@@ -162,8 +162,8 @@ STAGES: list[Stage] = [
     # which utterances are too short for their label.
     Stage("manifest", {"archives": f"{ARCH}/", "raw": RAW, "out": f"{MAN}/", "metrics": f"{MET}/manifest.json"},
           deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
-          params=["datasets", "manifest", "features.sample_rate", "features.hop_ms", "train.conv_kernel",
-                  "train.conv_strides"],
+          params=["datasets", "manifest", "download.max_extracted_gb", "features.sample_rate", "features.hop_ms",
+                  "train.conv_kernel", "train.conv_strides"],
           metrics=[f"{MET}/manifest.json"], all_cores=True),
     Stage("stats", {"manifests": f"{MAN}/", "out": STATS, "metrics": f"{MET}/stats.json"},
           deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], metrics=[f"{MET}/stats.json"]),
@@ -180,7 +180,7 @@ STAGES: list[Stage] = [
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"], all_cores=True,
           launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "
-                   "--rdzv-backend=c10d --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
+                   "--rdzv-backend=asrflow --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
     # one decoder process per core
     Stage("tune", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "cache": CACHE, "out": f"{TUNE}/",
                    "metrics": f"{MET}/tune.json", "plots": f"{PLOTS}/tune_grid.csv"},

@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = render(args.template, params, dataset, overrides)
     except ParamsError as e:
         print(f"[launch] error: {e}", file=sys.stderr)
+        if os.environ.get("DVC_STAGE"):  # DVC removed the stage's outputs before calling this
+            print(f"[launch] nothing ran. DVC removed this stage's outputs before calling it: fix params.yaml and "
+                  f"run `dvc checkout {os.environ['DVC_STAGE']}` to get them back from the DVC cache. `asrflow repro` "
+                  "(make repro) checks params.yaml before DVC touches anything", file=sys.stderr)
         return 2
     if overrides:
         print(f"[launch] from the Slurm allocation: {', '.join(f'{k}={v}' for k, v in overrides.items())}",

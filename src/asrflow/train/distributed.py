@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from asrflow.train.rendezvous import loopback_collectives
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -38,6 +40,7 @@ def place(device: str, threads: int, seed: int) -> Placement:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if world > 1:
+        loopback_collectives(world, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         dist.init_process_group("nccl" if use_cuda else "gloo")
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(seed)
