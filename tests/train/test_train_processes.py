@@ -10,9 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from asrflow.pipeline.definition import stage
 from asrflow.pipeline.launch import render
-from conftest import TRAIN_ENV, edit_params, run, set_train, train_cmd
+from conftest import TRAIN_ENV, run, set_train, train_cmd
 from processes import tree
 
 
@@ -48,9 +50,7 @@ def test_two_gloo_ranks_see_every_utterance_once_and_end_identical(data_repo):
     """The train stage under the pipeline's own torchrun line; watched with ``ss`` while it
     runs, nothing it starts listens beyond the loopback interface."""
     set_train(data_repo, epochs=2, nproc_per_node=2, checkpoint_every_steps=2, patience=0, lr=0.0015)
-    params = {}
-    edit_params(data_repo, params.update)
-    launcher = render(stage("train").launcher, params, "synth")
+    launcher = render(stage("train").launcher, yaml.safe_load((data_repo / "params.yaml").read_text()), "synth")
     assert "--rdzv-backend=asrflow" in launcher
     proc, listening = run_watching_listeners(train_cmd(data_repo, "ddp", launcher), data_repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
