@@ -16,7 +16,8 @@ EXAMPLE = [
     {"type": "volume", "prob": 0.0, "gain_db": [-6.0, 6.0]},
     {"type": "shift", "prob": 0.0, "max_ms": 50},
     {"type": "noise", "prob": 0.0, "dir": None, "snr_db": [10.0, 30.0]},
-    {"type": "specaugment", "prob": 0.0, "freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 40},
+    {"type": "specaugment", "prob": 0.0, "freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 40,
+     "time_max_frac": 0.2},
 ]
 
 
@@ -49,7 +50,9 @@ def noise_dir(tmp_path_factory):
 
 
 def aug(*steps, root=None):
-    return Augmenter(AugmentConfig.from_params(list(steps), root=root), SR)
+    """An Augmenter of ``steps``, each step's unlisted keys taken from EXAMPLE (params.yaml's list)."""
+    full = [{**next(e for e in EXAMPLE if e["type"] == s["type"]), **s} for s in steps]
+    return Augmenter(AugmentConfig.from_params(full, root=root), SR)
 
 
 def peak_hz(x: np.ndarray) -> float:
@@ -143,7 +146,7 @@ def runs(mask: np.ndarray) -> list[int]:
 
 def test_specaugment_masks(audio):
     a = aug({"type": "specaugment", "prob": 1.0, "freq_masks": 2, "freq_width": 15, "time_masks": 2,
-             "time_width": 40})
+             "time_width": 40, "time_max_frac": 0.2})
     widths_f, widths_t = [], []
     for seed, frames in [(s, 300 if s % 2 else 60) for s in range(40)]:
         feats = torch.randn(frames, 80, generator=torch.Generator().manual_seed(seed)) + 10  # no zeros
@@ -167,7 +170,7 @@ def test_specaugment_masks(audio):
     assert max(widths_t) > 30
     # single masks: exact count and widths
     b = aug({"type": "specaugment", "prob": 1.0, "freq_masks": 1, "freq_width": 8, "time_masks": 0,
-             "time_width": 40})
+             "time_width": 40, "time_max_frac": 0.2})
     out = b.spec(torch.ones(100, 40), np.random.default_rng(1))
     assert (out == 0).all(0).sum() <= 8 and not (out == 0).all(1).any()
     assert isinstance(b.cfg.steps[0], SpecAugmentStep) and b.cfg.steps[0].time_max_frac == 0.2
@@ -179,7 +182,8 @@ def full_config(noise_dir):
         {"type": "volume", "prob": 0.8, "gain_db": [-6.0, 6.0]},
         {"type": "shift", "prob": 0.8, "max_ms": 50},
         {"type": "noise", "prob": 0.8, "dir": str(noise_dir), "snr_db": [10.0, 30.0]},
-        {"type": "specaugment", "prob": 0.8, "freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 40},
+        {"type": "specaugment", "prob": 0.8, "freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 40,
+         "time_max_frac": 0.2},
     ])
 
 
@@ -224,7 +228,7 @@ def test_determinism_per_utterance_rng(audio, noise_dir):
     (1, "speed", ["expected a mapping"]),
 ])
 def test_validation_errors_name_entry_and_key(i, entry, needles):
-    entries = [{"type": "volume", "prob": 0.0}] * i + [entry]
+    entries = [{"type": "volume", "prob": 0.0, "gain_db": [-6, 6]}] * i + [entry]
     with pytest.raises(ValueError) as e:
         AugmentConfig.from_params(entries)
     msg = str(e.value)
@@ -234,7 +238,8 @@ def test_validation_errors_name_entry_and_key(i, entry, needles):
 def test_noise_dir_validation(tmp_path):
     def err(d):
         with pytest.raises(ValueError) as e:
-            AugmentConfig.from_params([{"type": "volume", "prob": 0.0}, {"type": "noise", "prob": 0.2, "dir": d}])
+            AugmentConfig.from_params([{"type": "volume", "prob": 0.0, "gain_db": [-6, 6]},
+                                       {"type": "noise", "prob": 0.2, "dir": d, "snr_db": [10, 30]}])
         assert "train.augment[1] (noise): dir=" in str(e.value)
         return str(e.value)
 
@@ -246,7 +251,8 @@ def test_noise_dir_validation(tmp_path):
     (tmp_path / "bad" / "broken.wav").write_bytes(b"RIFF garbage")
     assert "broken.wav" in err(str(tmp_path / "bad"))
     # an inert noise step (prob 0) is not checked
-    assert not AugmentConfig.from_params([{"type": "noise", "prob": 0.0, "dir": str(tmp_path / "x")}]).enabled
+    assert not AugmentConfig.from_params([{"type": "noise", "prob": 0.0, "dir": str(tmp_path / "x"),
+                                                "snr_db": [10, 30]}]).enabled
     with pytest.raises(ValueError, match=r"^train\.augment: expected a list"):
         AugmentConfig.from_params({"type": "volume"})
 
@@ -255,8 +261,9 @@ def test_schema_fragment():
     v = jsonschema.Draft202012Validator(SCHEMA)
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert not list(v.iter_errors(EXAMPLE))
-    assert not list(v.iter_errors([{"type": "noise", "prob": 1, "dir": "data/noise"}]))
+    assert not list(v.iter_errors([{"type": "noise", "prob": 1, "dir": "data/noise", "snr_db": [5, 20]}]))
     for bad in ([{"type": "volume", "prob": 0.1, "gain": [1, 2]}], [{"type": "echo", "prob": 0.1}],
                 [{"type": "shift", "prob": 2}], [{"type": "speed", "prob": 0.1, "factors": [0]}],
-                [{"type": "shift"}], [{"type": "specaugment", "prob": 0.1, "freq_masks": 1.5}], {"type": "shift"}):
+                [{"type": "shift"}], [{"type": "specaugment", "prob": 0.1, "freq_masks": 1.5}], {"type": "shift"},
+                [{"type": "shift", "prob": 0.1}]):  # every key listed
         assert list(v.iter_errors(bad)), bad

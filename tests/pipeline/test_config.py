@@ -17,6 +17,7 @@ def test_config_types_have_no_defaults_of_their_own():
 
     from asrflow.data.manifest import ManifestConfig
     from asrflow.decode.beam import BeamConfig
+    from asrflow.features.augment_config import STEP_CLASSES, AugmentConfig
     from asrflow.features.logmel import FeatureConfig
     from asrflow.models.deepspeech2 import ModelConfig
     from asrflow.serve.settings import DecoderSettings
@@ -28,9 +29,12 @@ def test_config_types_have_no_defaults_of_their_own():
              LMConfig: LMConfig.from_params(p["lm"]), TrainConfig: TrainConfig.from_params(p["train"]),
              ManifestConfig: ManifestConfig.from_params(p), ModelConfig: ModelConfig.from_params(p["train"], 80, 29),
              DecoderSettings: DecoderSettings.from_dict({**p["decode"], "alpha": 1.0, "beta": 0.5})}
+    steps = AugmentConfig.from_params(p["train"]["augment"]).steps
+    assert sorted(s.type for s in steps) == sorted(STEP_CLASSES), "params.yaml lists every augmentation type"
+    built.update({type(s): s for s in steps})
     for cls, cfg in built.items():
-        with_default = [f.name for f in dataclasses.fields(cls)
-                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        with_default = [f.name for f in dataclasses.fields(cls) if f.name != "files"  # found, not a param
+                        and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)]
         assert not with_default, f"{cls.__name__} has defaults of its own: {with_default}"
     assert built[TrainConfig].to_params() == p["train"]
     assert dataclasses.asdict(built[FeatureConfig]) == p["features"]

@@ -27,7 +27,8 @@ def weights(path) -> dict[str, torch.Tensor]:
 
 AUGMENT = [{"type": "speed", "prob": 0.5, "factors": [0.9, 1.1]}, {"type": "volume", "prob": 0.5, "gain_db": [-6, 6]},
            {"type": "shift", "prob": 0.5, "max_ms": 50}, {"type": "specaugment", "prob": 0.5, "freq_masks": 2,
-                                                           "freq_width": 8, "time_masks": 2, "time_width": 20}]
+                                                           "freq_width": 8, "time_masks": 2, "time_width": 20,
+                                                           "time_max_frac": 0.2}]
 
 
 def test_kill9_mid_epoch_then_same_command_ends_with_identical_weights(data_repo):

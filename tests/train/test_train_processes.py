@@ -70,7 +70,8 @@ def test_loader_workers_change_nothing_but_speed(data_repo):
     """Loading in 2 worker processes (with augmentation drawing per utterance) trains the same weights."""
     import torch
 
-    augment = [{"type": "speed", "prob": 0.5, "factors": [0.9, 1.1]}, {"type": "specaugment", "prob": 0.5}]
+    augment = [{"type": "speed", "prob": 0.5, "factors": [0.9, 1.1]}, {"type": "specaugment", "prob": 0.5, "freq_masks": 2,
+                                                                         "freq_width": 15, "time_masks": 2, "time_width": 40, "time_max_frac": 0.2}]
     for name, workers in (("inline", 0), ("workers", 2)):
         set_train(data_repo, epochs=1, nproc_per_node=1, loader_workers=workers, augment=augment, lr=0.0015)
         run(train_cmd(data_repo, name), cwd=data_repo, env=TRAIN_ENV)

@@ -8,7 +8,8 @@ utterance with its own probability::
       - {type: volume, prob: 0.5, gain_db: [-6.0, 6.0]}          # uniform gain in dB
       - {type: shift, prob: 0.5, max_ms: 50}                     # time shift within +-max_ms, zero-filled
       - {type: noise, prob: 0.3, dir: data/noise, snr_db: [10.0, 30.0]}  # additive noise from files
-      - {type: specaugment, prob: 1.0, freq_masks: 2, freq_width: 15, time_masks: 2, time_width: 40}
+      - {type: specaugment, prob: 1.0, freq_masks: 2, freq_width: 15, time_masks: 2, time_width: 40,
+         time_max_frac: 0.2}
 
 Waveform steps (speed, volume, shift, noise) run in list order in :meth:`Augmenter.wave` on the
 decoded waveform; ``specaugment`` steps run in :meth:`Augmenter.spec` on the normalised

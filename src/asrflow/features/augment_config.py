@@ -19,8 +19,8 @@ class SpeedStep:
     raises its pitch by f. A factor is drawn uniformly from ``factors`` (1.0 = unchanged)."""
 
     type: ClassVar[str] = "speed"
-    prob: float = 0.0
-    factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    prob: float
+    factors: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class VolumeStep:
     """Gain drawn uniformly in ``gain_db`` = [low, high] dB."""
 
     type: ClassVar[str] = "volume"
-    prob: float = 0.0
-    gain_db: tuple[float, float] = (-6.0, 6.0)
+    prob: float
+    gain_db: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class ShiftStep:
     delays the signal. The length is kept: what moves out is dropped, the gap is zeros."""
 
     type: ClassVar[str] = "shift"
-    prob: float = 0.0
-    max_ms: float = 50.0
+    prob: float
+    max_ms: float
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ class NoiseStep:
     the ``root`` given to :meth:`AugmentConfig.from_params`)."""
 
     type: ClassVar[str] = "noise"
-    prob: float = 0.0
-    dir: str | None = None
-    snr_db: tuple[float, float] = (10.0, 30.0)
+    prob: float
+    dir: str | None
+    snr_db: tuple[float, float]
     files: tuple[str, ...] = field(default=(), repr=False)  # found by from_params, not a params key
 
 
@@ -62,17 +62,17 @@ class SpecAugmentStep:
 
     ``freq_masks`` masks of width uniform in [0, freq_width] mel bins, then ``time_masks``
     masks of width uniform in [0, min(time_width, floor(time_max_frac * frames))] frames;
-    positions uniform, masks may overlap (as in Park et al. 2019). ``time_max_frac`` (default
-    0.2) keeps one time mask from hiding more than a fifth of a short utterance.
+    positions uniform, masks may overlap (as in Park et al. 2019). ``time_max_frac`` (0.2 in
+    params.yaml) keeps one time mask from hiding more than a fifth of a short utterance.
     """
 
     type: ClassVar[str] = "specaugment"
-    prob: float = 0.0
-    freq_masks: int = 2
-    freq_width: int = 15
-    time_masks: int = 2
-    time_width: int = 40
-    time_max_frac: float = 0.2
+    prob: float
+    freq_masks: int
+    freq_width: int
+    time_masks: int
+    time_width: int
+    time_max_frac: float
 
 
 AugmentStep = Union[SpeedStep, VolumeStep, ShiftStep, NoiseStep, SpecAugmentStep]
@@ -234,6 +234,10 @@ def _parse_step(entry: Any, at: str, root: str | Path | None) -> AugmentStep:
                 kw[k] = integer(k)
         if "time_max_frac" in entry:
             kw["time_max_frac"] = num("time_max_frac", 0.0, 1.0, lo_open=True)
+    missing = [k for k in allowed if k not in entry]
+    if missing:  # no second set of defaults: params.yaml's train.augment lists every key of each type
+        raise ValueError(f"{at}: missing {', '.join(map(repr, missing))}: a step lists all its keys "
+                         f"({', '.join(allowed)}); params.yaml's train.augment has each type in full")
     return step_cls(**kw)
 
 
@@ -245,7 +249,7 @@ _NONNEG_INT = {"type": "integer", "minimum": 0}
 
 
 def _branch(t: str, **props: Any) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": ["type", "prob"],
+    return {"type": "object", "additionalProperties": False, "required": ["type", "prob", *props],
             "properties": {"type": {"const": t}, "prob": _PROB, **props}}
 
 
