@@ -10,12 +10,15 @@
 # loop over the stages.
 
 import os
+import sys
 import uuid
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import IOFile
 
 from asrflow.pipeline import definition as P
 from asrflow.pipeline.config import ParamsError, validate_params
+from asrflow.pipeline.provenance import survey
 
 configfile: "params.yaml"
 try:  # the schema (src/asrflow/pipeline/params.schema.yaml) and what it cannot express, before any job runs
@@ -30,6 +33,43 @@ if _overridden:
     raise WorkflowError(f"--config/--configfile change {', '.join(_overridden)}, but every stage reads params.yaml "
                         "from disk, so the change would be planned and not applied: edit params.yaml instead "
                         "(or try it as a DVC experiment: dvc exp run -S key=value)")
+
+# An output the other orchestrator made (or a checkout brought back) is, to Snakemake, a file with
+# a newer date, and when Snakemake has no record of it (or an old one that still matches
+# params.yaml) nothing triggers a re-run. Every stage stamps its run into its lineage record
+# (params values, code, products: src/asrflow/pipeline/provenance.py). A rule whose products
+# its stamp does not vouch for is forced to run again, and says why (products with no stamp at
+# all are only named). Where the stamp vouches
+# for the products on disk but Snakemake's own record of them holds other params values, that
+# record is of an older run (DVC's made these, or restored them from its run cache) and is
+# dropped, so it cannot re-run them. Snakemake sets its DAG settings and opens its records
+# after it reads this file, so both are done where it prepares the DAG (an internal method of
+# the pinned Snakemake; without it, a run with stale products stops and names the --forcerun).
+if workflow.is_main_process:
+    _stale, _vouched = survey(config)
+    for _s in _stale:
+        print(f"asrflow: running {_s.stage} again: {_s}" if _s.stamped else
+              f"asrflow: {_s} (Snakemake's own record decides; --forcerun {_s.stage} to be sure)", file=sys.stderr)
+    _stale = [_s for _s in _stale if _s.stamped]
+    if _stale and not hasattr(workflow, "_prepare_dag"):
+        raise WorkflowError("products the stages' provenance stamps do not vouch for; run them again with "
+                            f"--forcerun {' '.join(sorted({_s.stage for _s in _stale}))}")
+    if hasattr(workflow, "_prepare_dag"):
+        _prepare_dag = workflow._prepare_dag
+
+        def _prepare_dag_with_provenance(*args, _force=frozenset(_s.stage for _s in _stale), **kwargs):
+            settings = workflow.dag_settings
+            settings.forcerun = frozenset(settings.forcerun) | _force
+            result = _prepare_dag(*args, **kwargs)
+            for name, paths in _vouched:
+                current = repr(P.smk_params(name, config))  # as Snakemake records the rule's params
+                for path in paths:
+                    record = workflow.persistence.metadata(IOFile(path))
+                    if record is not None and record.params and current not in record.params:
+                        workflow.persistence.cleanup_metadata(IOFile(path))
+            return result
+
+        workflow._prepare_dag = _prepare_dag_with_provenance
 
 # "As many cores as the run was given": Snakemake caps a rule's threads at --cores. (Not
 # workflow.cores, which is unset under --report, --dag and friends.)

@@ -2,8 +2,9 @@
 
 Per split: WER/CER with substitution/deletion/insertion counts, real-time factors of the
 acoustic model and of each decoder (measured separately), per-utterance results
-(``<split>_recogs.tsv`` and icefall-style ``recogs-``/``errs-``/``wer-summary-`` files),
-and WER by utterance duration (a DVC plot).
+(``<split>_recogs.tsv``, icefall-style ``recogs-``/``errs-``/``wer-summary-`` files and
+sclite-style ``ref-``/``hyp-`` trn files with a per-speaker ``result-`` table), and WER by
+utterance duration (a DVC plot; bins without utterances left out).
 """
 
 import dataclasses

@@ -26,6 +26,7 @@ def run(ctx: Context) -> dict:
     train = read_manifest(f"{a.manifests}/train.parquet")["text"]
     alphabet = set(read_vocab(a.vocab)) - {BLANK, SPACE}
     metrics = build_lm(lm_text(cfg, corpus, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg)
+    ctx.lineage.update({k: metrics.pop(k) for k in list(metrics) if k.endswith("_seconds")})  # timings
     out = Path(a.out)
     lexicon, heard = read_lexicon_words(out / "lexicon.txt"), {w for t in train for w in t.split()}
     for split in ["dev", *eval_splits(ctx.params, ctx.dataset)]:

@@ -31,7 +31,10 @@ def run(ctx: Context) -> dict:
     name = f"asrflow-{ctx.dataset}"
     ctx.tracker.register_model(pkg, name)  # logged and registered with the run; the version joins the metrics
     ctx.log(f"packaged {ctx.final(pkg)} ({size / 1e6:.1f} MB); registering it as {name}")
-    return {"package": ctx.final(a.out), "package_mb": round(size / 1e6, 2), "model_name": name, **settings.to_dict()}
+    # the package, its registered name (version and URI join when the run is recorded) and the
+    # decoder settings it carries: the lineage record; its size and the tuned weights: figures
+    ctx.lineage.update({"package": ctx.final(a.out), "model_name": name, "decoder": settings.to_dict()})
+    return {"package_mb": round(size / 1e6, 2), "alpha": settings.alpha, "beta": settings.beta}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ STAGES = ("manifest", "lm", "train", "tune", "evaluate", "register")
 
 def add_args(p):
     p.add_argument("--metrics-dir", required=True)
+    p.add_argument("--lineage-dir", required=True, help="the stages' lineage records (MLflow runs, timings, names)")
     p.add_argument("--plots-dir", required=True)
     p.add_argument("--results", required=True, help="the evaluate stage's per-utterance results")
     p.add_argument("--manifests", required=True)
@@ -33,6 +34,7 @@ def run(ctx: Context) -> dict:
     a = ctx.args
     mdir, pdir = Path(a.metrics_dir), Path(a.plots_dir)
     metrics = {s: load_json(mdir / f"{s}.json") for s in STAGES}
+    records = {s: load_json(Path(a.lineage_dir) / f"{s}.json") for s in STAGES}
     products = {"manifests": a.manifests, "vocab": a.vocab, "lm": a.lm, "model": a.model}
     cache = HashCache(Path(a.cache) / "dvc-hashes.json")
     lin = lineage(products, cache=cache)
@@ -47,11 +49,12 @@ def run(ctx: Context) -> dict:
     headline = write_report(ctx.dataset, metrics, read_csv(pdir / "learning_curve.csv"),
                             read_csv(pdir / "tune_grid.csv"), a.out,
                             by_duration=read_csv(pdir / "wer_by_duration.csv", numeric=False), lineage=lin,
-                            products=products, top_errors=errors, params=params, previous=previous)
+                            products=products, top_errors=errors, params=params, previous=previous,
+                            records=records)
     ctx.log(f"lineage: git {lin['git_label']}; " + ", ".join(f"{k} {v[:8]}" for k, v in lin["dvc"].items()))
     # the whole configuration (the next report compares against it) and the lineage
     ctx.tracker.log_params(params)
-    ctx.tracker.set_tag("asrflow.evaluate_run", metrics["evaluate"].get("mlflow_run_id", ""))
+    ctx.tracker.set_tag("asrflow.evaluate_run", records["evaluate"].get("mlflow_run_id", ""))
     for name, digest in lin["dvc"].items():
         ctx.tracker.set_tag(f"asrflow.dvc.{name}", digest)
     out = Path(a.out)

@@ -29,6 +29,7 @@ def run(ctx: Context) -> dict:
                    ctx.params["seed"], log=ctx.log)
     metrics = dataclasses.asdict(result)
     step_log = metrics.pop("step_log")
+    ctx.lineage.update(train_seconds=metrics.pop("train_seconds"), device=metrics.pop("device"))
     if ctx.master:
         for row in step_log:  # per-step figures, written to MLflow in batches when the stage ends
             ctx.tracker.log_metrics({f"step_{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))

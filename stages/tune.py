@@ -31,10 +31,11 @@ def run(ctx: Context) -> dict:
     chosen = {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]}
     metrics = {"alpha": best["alpha"], "beta": best["beta"], "dev_wer": best["wer"], "dev_cer": best["cer"],
                "greedy_dev_wer": round(r.greedy["wer"], 4), "greedy_dev_cer": round(r.greedy["cer"], 4),
-               "points": len(r.grid), "alpha_count": t["alpha_count"], "beta_count": t["beta_count"],
-               "utterances": r.utterances, "beam_size": r.cfg.beam_size, "beam_threshold": r.cfg.beam_threshold,
-               "mode": r.cfg.mode, "workers": t["workers"],
-               "grid_seconds": round(r.grid_seconds, 2), "acoustic_seconds": round(r.acoustic_seconds, 2)}
+               "points": len(r.grid), "utterances": r.utterances}
+    # the settings searched with and what the search cost: the lineage record, not figures to compare
+    ctx.lineage.update({"alpha_count": t["alpha_count"], "beta_count": t["beta_count"], "beam_size": r.cfg.beam_size,
+                        "beam_threshold": r.cfg.beam_threshold, "mode": r.cfg.mode, "workers": t["workers"],
+                        "grid_seconds": round(r.grid_seconds, 2), "acoustic_seconds": round(r.acoustic_seconds, 2)})
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
             f"(greedy {r.greedy['wer']:.2f}%); {t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, "
             f"{r.grid_seconds:.1f} s")
@@ -46,8 +47,8 @@ def run(ctx: Context) -> dict:
         write_csv(out / f"grid-{other}.csv", alt.grid)
         chosen[other] = {"alpha": alt.best["alpha"], "beta": alt.best["beta"]}
         metrics.update({f"{other}_alpha": alt.best["alpha"], f"{other}_beta": alt.best["beta"],
-                        f"{other}_dev_wer": alt.best["wer"], f"{other}_dev_cer": alt.best["cer"],
-                        f"{other}_grid_seconds": round(alt.grid_seconds, 2)})
+                        f"{other}_dev_wer": alt.best["wer"], f"{other}_dev_cer": alt.best["cer"]})
+        ctx.lineage[f"{other}_grid_seconds"] = round(alt.grid_seconds, 2)
         ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev WER {alt.best['wer']:.2f}%")
         ctx.tracker.log_artifact(out / f"grid-{other}.csv")
     write_json(out / "best.json", chosen)

@@ -67,12 +67,28 @@ def smk_repo(tmp_path_factory):
     return repo
 
 
+def lineage_record(repo, name: str) -> dict:
+    return json.loads((repo / f"lineage/synth/{name}.json").read_text())
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    return {k: v for key, val in d.items()
+            for k, v in (flat(val, f"{prefix}{key}.").items() if isinstance(val, dict) else [(f"{prefix}{key}", val)])}
+
+
 def assert_every_stage_wrote_its_log_metrics_and_benchmark(repo, benchmarks: bool):
-    """What the README promises of every stage, under either orchestrator: its metrics JSON and
-    its own log (timestamped lines, no progress-bar redraws, the command it ran first);
-    under Snakemake also its benchmark TSV."""
+    """What the README promises of every stage, under either orchestrator: its metrics JSON
+    (figures only), its lineage record (MLflow run, commit, timings) and its own log
+    (timestamped lines, no progress-bar redraws, the command it ran first); under Snakemake
+    also its benchmark TSV."""
+    runs = {name: [r.info.run_id for r in rs] for name, rs in runs_by_stage(repo).items()}
     for name in STAGES:
-        assert json.loads((repo / f"metrics/synth/{name}.json").read_text())["stage_seconds"] > 0, name
+        figures = flat(json.loads((repo / f"metrics/synth/{name}.json").read_text()))
+        assert figures and all(isinstance(v, (int, float)) for v in figures.values()), (name, figures)
+        record = lineage_record(repo, name)
+        assert record["stage_seconds"] > 0 and record["mlflow_run_id"] in runs[name], (name, record)
+        assert record["git_commit"] and "git_dirty" in record, (name, record)
+        assert not {"stage_seconds", "mlflow_run_id"} & set(figures), name
         lines = (repo / f"logs/synth/{name}.log").read_text().splitlines()
         assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines), (name, lines[:5])
         assert f"stages/{name}.py" in lines[0] and "\r" not in "".join(lines)
@@ -127,7 +143,7 @@ def test_report_lineage_names_commit_dvc_lock_hashes_and_mlflow_run(smk_repo):
     assert all(f"`{p}` `{lock[p]}`" in report for p in paths)  # full hashes in the lineage section
     evaluate = runs_by_stage(smk_repo)["evaluate"][0]
     assert evaluate.info.run_id.startswith(row.group(14))
-    assert json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())["mlflow_run_id"] == evaluate.info.run_id
+    assert lineage_record(smk_repo, "evaluate")["mlflow_run_id"] == evaluate.info.run_id
     assert evaluate.data.tags["mlflow.source.git.commit"] == head and evaluate.data.tags["asrflow.git_dirty"] == "false"
     assert "No earlier report of this dataset in MLflow" in report
 
@@ -163,8 +179,25 @@ def test_per_utterance_results_and_rtf(smk_repo):
         {"greedy", "beam_lm", "beam_charlm"}
     assert {"charlm_wer", "charlm_cer", "rtf_charlm_decoder"} <= set(ev)
     by_duration = (smk_repo / "plots/synth/wer_by_duration.csv").read_text().splitlines()
-    assert by_duration[0] == "split,bin,utterances,words,greedy_wer,beam_wer"
-    assert sum(int(r.split(",")[2]) for r in by_duration[1:]) == ev["utterances"]
+    assert by_duration[0] == "split,bin,from_s,utterances,words,greedy_wer,beam_wer"
+    counts = [int(r.split(",")[3]) for r in by_duration[1:]]
+    assert sum(counts) == ev["utterances"] and all(counts)  # empty bins left out
+    # sclite-style files: one ref per split, a hyp and a per-speaker result per decoder, the
+    # total WER the stage's figure; the trn files read back score the same
+    from asrflow.scoring.metrics import corpus_rates
+    from asrflow.scoring.results import read_trn
+
+    ref = read_trn(out / "ref-test.trn")
+    assert len(ref) == ev["utterances"]
+    for setting, key in (("greedy", "greedy_wer"), ("beam_lm", "beam_wer"), ("beam_charlm", "charlm_wer")):
+        hyp = read_trn(out / f"hyp-test-{setting}.trn")
+        assert set(hyp) == set(ref)
+        assert corpus_rates([ref[i] for i in ref], [hyp[i] for i in ref])["wer"] == pytest.approx(ev[key], abs=1e-4)
+        result = (out / f"result-test-{setting}.txt").read_text().splitlines()
+        assert result[0].startswith(f"%WER {ev[key]:.2f} [ ") and result[-1].startswith("Sum ")
+        assert float(result[-1].split()[-1]) == pytest.approx(ev[key], abs=0.005)
+        speakers = [line.split()[0] for line in result[result.index("") + 2:-1]]
+        assert speakers == sorted({i.split("-")[0] for i in ref}) and len(speakers) >= 1
 
 
 def test_snakemake_html_report(smk_repo):
@@ -180,7 +213,7 @@ def test_registered_model_transcribes_like_evaluate(smk_repo):
     gives the evaluate stage's beam+LM hypotheses for the same test files."""
     import pandas as pd
 
-    reg = json.loads((smk_repo / "metrics/synth/register.json").read_text())
+    reg = lineage_record(smk_repo, "register")
     assert reg["model_uri"] == "models:/asrflow-synth/1"
     recogs = pd.read_csv(smk_repo / "results/synth/evaluate/test_recogs.tsv", sep="\t", keep_default_na=False)
     rows = pd.read_parquet(smk_repo / "data/synth/manifests/test.parquet", columns=["utt_id", "audio_filepath"])
@@ -208,7 +241,7 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     params change as a DVC experiment; compare with `dvc exp show`, `dvc metrics diff`,
     `dvc plots diff` and the report's comparison with the previous run from MLflow."""
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run(["git", "add", "dvc.lock", "metrics", "plots"], cwd=smk_repo)
+    run(["git", "add", "dvc.lock", "metrics", "plots", "lineage"], cwd=smk_repo)
     run(git + ["commit", "-qm", "baseline run"], cwd=smk_repo)
     params = (smk_repo / "params.yaml").read_text()
     (smk_repo / "params.yaml").write_text(re.sub(r"(?m)^  lr: .*$", "  lr: 0.002", params, count=1))
@@ -267,8 +300,8 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, dvc_re
     assert all(f"Running stage '{s}'" in out for s in STAGES), out
     assert_report_has_numbers(repo)
     assert_every_stage_wrote_its_log_metrics_and_benchmark(repo, benchmarks=False)
-    shown = run(["dvc", "metrics", "show", "--json"], cwd=repo).stdout
-    assert "beam_wer" in shown
+    assert_dvc_shows_figures_only(repo)
+    assert_duration_plot_bins_in_numeric_order(repo)
     runs = runs_by_stage(repo)
     assert sorted(runs) == sorted(STAGES)
     assert len({r.data.tags["asrflow_invocation"] for rs in runs.values() for r in rs}) == 1
@@ -276,6 +309,32 @@ def test_dvc_repro_from_scratch_matches_snakemake_byte_for_byte(smk_repo, dvc_re
     assert len(ours) > 15 and "models/synth/model.pt" in ours
     assert {k for k in ours if k.endswith(".tar.gz")} == {f"data/synth/archives/{s}.tar.gz" for s in ("train", "dev", "test")}
     assert ours == SMK_DIGESTS, sorted(k for k in ours if ours[k] != SMK_DIGESTS.get(k))
+
+
+def assert_dvc_shows_figures_only(repo):
+    """`dvc metrics show` holds the stages' figures and nothing else: no run ids, timings, names."""
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo).stdout)
+    data = {path: flat(entry["data"]) for rev in shown.values() for path, entry in rev["data"].items()}
+    assert {f"metrics/synth/{s}.json" for s in STAGES} <= set(data), sorted(data)
+    assert data["metrics/synth/evaluate.json"]["test.beam_wer"] >= 0
+    values = {f"{path}:{k}": v for path, d in data.items() for k, v in d.items()}
+    assert all(isinstance(v, (int, float)) for v in values.values()), \
+        {k: v for k, v in values.items() if not isinstance(v, (int, float))}
+    assert not [k for k in values if k.rsplit(".", 1)[-1] in ("mlflow_run_id", "stage_seconds", "train_seconds",
+                                                              "grid_seconds", "model_uri", "package", "device")]
+
+
+def assert_duration_plot_bins_in_numeric_order(repo):
+    """`dvc plots show` draws the duration bins as categories in their labels' order: that is the
+    bins' numeric order (labels are zero-padded), and bins without utterances are left out."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], cwd=repo).stdout)
+    plot = shown["data"]["Test WER (%) by utterance duration, beam+LM"][0]
+    assert plot["content"]["encoding"]["y"]["type"] == "nominal"  # no sort given: ascending labels
+    rows = plot["content"]["data"]["values"]
+    labels = sorted({r["bin"] for r in rows})
+    starts = {r["bin"]: float(r["from_s"]) for r in rows}
+    assert [starts[b] for b in labels] == sorted(starts.values()) and len(labels) >= 2, labels
+    assert all(int(r["utterances"]) > 0 for r in rows)
 
 
 # for each stage, a bad value of a key it reads: under plain `dvc repro <stage>` DVC would
@@ -329,7 +388,8 @@ def test_asrflow_repro_checks_params_before_dvc_removes_anything(dvc_repo):
                env={**ENV, "PYTHONPATH": f"{repo / 'src'}:{FAULTS}", "ASRFLOW_FAULT": json.dumps(fault)})
     assert proc.returncode != 0
     assert "are back from the DVC cache: results/synth/tune" in proc.stderr, proc.stderr[-2000:]
-    assert "made again when their stage next runs: metrics/synth/tune.json, plots/synth/tune_grid.csv" in proc.stderr
+    assert "made again when their stage next runs: lineage/synth/tune.json, metrics/synth/tune.json, " \
+        "plots/synth/tune_grid.csv" in proc.stderr
     now = outputs(repo)
     assert {k: v for k, v in before.items() if k.startswith("results/synth/tune/")} == \
         {k: v for k, v in now.items() if k.startswith("results/synth/tune/")}
@@ -375,3 +435,36 @@ def test_a_code_edit_makes_exactly_the_stages_running_it_stale(smk_repo, module,
         assert planned_jobs(smk_repo) == planned
     finally:
         path.write_text(original)
+
+
+def test_switching_orchestrators_never_reuses_the_others_stale_output(dvc_repo):
+    """Issue: after `dvc exp run -S tune.alpha_count=...` and params.yaml put back, Snakemake's own
+    record of tune matched params.yaml, so it would have reused DVC's grid. Every stage stamps its
+    run (params values, code, products) into its lineage record, and the Snakefile forces the
+    stages whose products the stamp does not vouch for. Back and forth, with edits in between."""
+    repo, _ = dvc_repo
+    params = (repo / "params.yaml").read_text()
+    grid_rows = lambda: len((repo / "results/synth/tune/grid.csv").read_text().splitlines()) - 1  # noqa: E731
+    full = grid_rows()
+    run(["dvc", "exp", "run", "-S", "tune.alpha_count=2"], cwd=repo, env=ENV)
+    assert grid_rows() != full
+    (repo / "params.yaml").write_text(params)  # params.yaml put back; DVC's smaller grid stays on disk
+    assert "tune" in stale_in_dvc(repo)
+    dry = run(["snakemake", "-n", "reports/synth_wer.md"], cwd=repo, env=ENV)
+    assert planned_jobs(repo) == {"tune", "evaluate", "register", "report"}, dry.stdout
+    assert "tune.alpha_count=2, params.yaml says 3" in dry.stderr, dry.stderr
+    run(["snakemake", "-j", "2", "reports/synth_wer.md"], cwd=repo, env=ENV)
+    assert grid_rows() == full
+    assert stale_in_dvc(repo) == set() and planned_jobs(repo) == set()
+    # and the other way: Snakemake runs an edit, the edit is undone, DVC notices
+    (repo / "params.yaml").write_text(re.sub(r"(?m)^  beta_count: .*$", "  beta_count: 3", params, count=1))
+    run(["snakemake", "-j", "2", "reports/synth_wer.md"], cwd=repo, env=ENV)
+    (repo / "params.yaml").write_text(params)
+    assert "tune" in stale_in_dvc(repo)
+    assert planned_jobs(repo) == {"tune", "evaluate", "register", "report"}
+    run(["dvc", "repro"], cwd=repo, env=ENV)  # restores the earlier tune from DVC's run cache
+    assert grid_rows() == full and stale_in_dvc(repo) == set()
+    # the stamps vouch for every product; what Snakemake may still plan is by its logs' and
+    # benchmarks' dates (DVC restored outputs without running the stages), never stale products
+    dry = run(["snakemake", "-n", "reports/synth_wer.md"], cwd=repo, env=ENV)
+    assert "asrflow: running" not in dry.stderr and "tune" not in planned_jobs(repo), dry.stderr

@@ -19,3 +19,13 @@ def test_a_failing_stage_prints_one_line_and_logs_the_traceback(tmp_path):
     assert "Traceback (most recent call last):" in text and "[stats] error: " in text
     assert "stages/stats.py --params params.yaml" in text.splitlines()[0]
     assert not (tmp_path / "stats.json").exists() and not (tmp_path / "stats-metrics.json").exists()
+
+
+def test_metrics_keep_figures_the_rest_goes_to_the_lineage_record():
+    from asrflow.pipeline.stagekit import split_figures
+
+    figures, other = split_figures({"wer": 12.5, "steps": 3, "stopped_early": False, "device": "cpu",
+                                    "splits": ["test"], "test": {"beam_wer": 1.0, "rtf_acoustic": None},
+                                    "dev": {"name": "dev"}})
+    assert figures == {"wer": 12.5, "steps": 3, "stopped_early": False, "test": {"beam_wer": 1.0}}
+    assert other == {"device": "cpu", "splits": ["test"], "test": {"rtf_acoustic": None}, "dev": {"name": "dev"}}

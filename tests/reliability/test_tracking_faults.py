@@ -96,7 +96,8 @@ def test_mlflow_server_restarted_mid_stage_loses_nothing(data_repo, tmp_path):
     out = data_repo / "runs/vocab-restart.txt"
     with serving(server, tmp_path, port):
         proc = subprocess.Popen([sys.executable, "stages/vocab.py", "--params", "params.yaml", "--dataset", "synth",
-                                 "--manifests", "data/synth/manifests", "--out", str(out), "--metrics", f"{out}.json"],
+                                 "--manifests", "data/synth/manifests", "--out", str(out), "--metrics", f"{out}.json",
+                                 "--lineage-file", f"{out}.lineage.json"],
                                 cwd=data_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, **TRAIN_ENV, "MLFLOW_TRACKING_URI": uri,
                                      **stop_at(r"vocab-restart\.txt")})
@@ -111,4 +112,4 @@ def test_mlflow_server_restarted_mid_stage_loses_nothing(data_repo, tmp_path):
         runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_name for r in runs] == ["vocab"] and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["vocab.min_count"] and "stage_seconds" in runs[0].data.metrics
-    assert out.exists() and json.loads(Path(f"{out}.json").read_text())["mlflow_run_id"] == runs[0].info.run_id
+    assert out.exists() and json.loads(Path(f"{out}.lineage.json").read_text())["mlflow_run_id"] == runs[0].info.run_id

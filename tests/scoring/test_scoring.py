@@ -7,7 +7,8 @@ import re
 import pytest
 
 from asrflow.scoring.metrics import align, align_counts, char_errors, corpus_rates, word_errors
-from asrflow.scoring.results import top_errors, wer_by_duration, write_errs, write_recogs, write_wer_summary
+from asrflow.scoring.results import (read_trn, top_errors, trn_id, wer_by_duration, write_errs, write_recogs,
+                                     write_result, write_trn, write_wer_summary)
 
 jiwer = pytest.importorskip("jiwer")
 
@@ -259,10 +260,48 @@ def test_wer_by_duration_bins_and_edges():
 def test_wer_by_duration_labels_and_errors():
     assert [b["bin"] for b in wer_by_duration([], [], [], [0.5, 1.5])] == ["0.5-1.5 s", "1.5+ s"]
     only = wer_by_duration([3.0], [""], [""], [0])
-    assert only == [{"bin": "0+ s", "utterances": 1, "words": 0, "errors": 0, "wer": 0.0}]
+    assert only == [{"bin": "0+ s", "from_s": 0, "utterances": 1, "words": 0, "errors": 0, "wer": 0.0}]
     with pytest.raises(ValueError, match="outside"):
         wer_by_duration([0.1], ["a"], ["a"], [1, 2])
     with pytest.raises(ValueError, match="increasing"):
         wer_by_duration([], [], [], [0, 4, 2])
     with pytest.raises(ValueError, match="references"):
         wer_by_duration([1.0], ["a", "b"], ["a"], [0])
+
+
+@pytest.mark.parametrize("edges", [[0, 2, 3, 4, 6, 10, 15, 20], [0, 0.5, 1.25, 2, 2.5, 12, 100.5], [0, 9, 10]])
+def test_wer_by_duration_labels_sort_as_the_bins(edges):
+    """Tools drawing the bins as categories (`dvc plots show`) sort their labels: zero-padded,
+    they sort in the bins' order ("05-10 s" before "10-15 s")."""
+    bins = wer_by_duration([], [], [], edges)
+    assert [b["from_s"] for b in bins] == edges
+    assert sorted(b["bin"] for b in bins) == [b["bin"] for b in bins]
+    assert wer_by_duration([], [], [], [0, 5, 10])[1]["bin"] == "05-10 s"
+
+
+SCLITE_UTTS = [("1089-134686-0001", "the cat sat", "the cat sat"), ("1089-134686-0000", "a b c", "a x c d"),
+               ("121-7-0", "hello there", ""), ("121-7-1", "", "uh")]
+
+
+def test_trn_round_trip_scores_as_the_stage(tmp_path):
+    """ref/hyp trn files read back give the same corpus WER as the utterances they came from
+    (and as the errs file); the result file breaks it down by speaker, its total equal."""
+    assert trn_id("1089", "1089-134686-0000") == "1089-134686-0000" and trn_id("f3", "u7") == "f3-u7"
+    write_trn(tmp_path / "ref.trn", [(u, r) for u, r, _ in SCLITE_UTTS])
+    write_trn(tmp_path / "hyp.trn", [(u, h) for u, _, h in SCLITE_UTTS])
+    assert (tmp_path / "ref.trn").read_text().splitlines() == [
+        "a b c (1089-134686-0000)", "the cat sat (1089-134686-0001)", "hello there (121-7-0)", "(121-7-1)"]
+    assert (tmp_path / "hyp.trn").read_text().splitlines()[2:] == ["(121-7-0)", "uh (121-7-1)"]
+    ref, hyp = read_trn(tmp_path / "ref.trn"), read_trn(tmp_path / "hyp.trn")
+    assert ref == {u: r for u, r, _ in SCLITE_UTTS} and hyp == {u: h for u, _, h in SCLITE_UTTS}
+    rates = corpus_rates([ref[u] for u in ref], [hyp[u] for u in ref])
+    errs = write_errs(tmp_path / "errs.txt", SCLITE_UTTS, "beam_lm")
+    total = write_result(tmp_path / "result.txt", SCLITE_UTTS, "beam_lm")
+    assert rates["wer"] == errs["wer"] == total["wer"] == pytest.approx(100 * 5 / 8)
+    lines = (tmp_path / "result.txt").read_text().splitlines()
+    assert lines[0] == (tmp_path / "errs.txt").read_text().splitlines()[0] == "%WER 62.50 [ 5 / 8, 2 ins, 2 del, 1 sub ]"
+    table = [line.split() for line in lines[lines.index("") + 1:]]
+    assert table == [["SPKR", "#Snt", "#Wrd", "#Sub", "#Del", "#Ins", "#Err", "WER%"],
+                     ["1089", "2", "6", "1", "0", "1", "2", "33.33"],
+                     ["121", "2", "2", "0", "2", "1", "3", "150.00"],
+                     ["Sum", "4", "8", "1", "2", "2", "5", "62.50"]]

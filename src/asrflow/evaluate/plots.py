@@ -59,9 +59,11 @@ def plot_curve(curve: list[dict[str, float]], path: Path, title: str) -> None:
 
 
 def plot_duration(rows: list[dict[str, str]], path: Path, title: str) -> None:
-    """WER by duration bin: greedy and beam+LM bars per test split (empty bins left blank)."""
+    """WER by duration bin: greedy and beam+LM bars per test split (a bin a split has no
+    utterances in left blank). Bin labels sort in the bins' order (see
+    :func:`asrflow.scoring.results.wer_by_duration`)."""
     splits = list(dict.fromkeys(r["split"] for r in rows))
-    bins = list(dict.fromkeys(r["bin"] for r in rows))
+    bins = sorted({r["bin"] for r in rows})
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / (2 * len(splits))
     for si, split in enumerate(splits):

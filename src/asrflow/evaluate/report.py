@@ -194,10 +194,12 @@ def _overlap(man: dict[str, Any]) -> list[str]:
 def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[dict[str, float]],
                  grid: list[dict[str, float]], out_md: str | Path, *, by_duration: list[dict[str, str]],
                  lineage: dict[str, Any], products: dict[str, str], top_errors: dict[str, list[tuple[str, int]]],
-                 params: dict[str, str], previous: list[dict[str, Any]]) -> dict[str, Any]:
+                 params: dict[str, str], previous: list[dict[str, Any]],
+                 records: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write the markdown report and its PNGs (``<stem>_surface.png``, ``_curve.png``, ``_duration.png``).
 
-    ``metrics`` maps stage name to that stage's metrics JSON; ``lineage`` is
+    ``metrics`` maps stage name to that stage's metrics JSON (its figures) and ``records`` to
+    its lineage record (MLflow run id, timings, names, paths); ``lineage`` is
     :func:`asrflow.pipeline.lineage.lineage` over ``products`` (name -> path); ``previous`` are the
     dataset's earlier report runs from MLflow, newest first. Returns the headline figures.
     """
@@ -208,8 +210,11 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
     plot_surface(grid, surface, f"{dataset}: dev WER over the alpha/beta grid")
     plot_curve(curve, curve_png, f"{dataset}: learning curve")
     plot_duration(by_duration, dur_png, f"{dataset}: test WER by utterance duration")
-    ev, tr, tu, man, lm, reg = (metrics[k] for k in ("evaluate", "train", "tune", "manifest", "lm", "register"))
-    run_ids = {k: metrics[k].get("mlflow_run_id", "") for k in ("manifest", "lm", "train", "tune", "evaluate", "register")}
+    records = records or {}
+    ev, tr, tu, man, lm, reg = (_merged(metrics[k], records.get(k, {}))
+                                for k in ("evaluate", "train", "tune", "manifest", "lm", "register"))
+    run_ids = {k: records.get(k, {}).get("mlflow_run_id", "")
+               for k in ("manifest", "lm", "train", "tune", "evaluate", "register")}
     lines = [f"# asrflow benchmark report: `{dataset}`", "",
              "Word and character error rates (%) per test split, greedy CTC decoding and beam search "
              f"with the {lm.get('order', '?')}-gram KenLM at the alpha/beta tuned on dev; S / D / I are the word "
@@ -263,6 +268,15 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
               "```sh", f"asrflow transcribe --model {reg.get('model_uri', '?')} audio.flac other.wav", "```", ""]
     write_text(out_md, "\n".join(lines))
     return {f"{s}_{k}": ev[s][k] for s in ev["splits"] for k in ("greedy_wer", "greedy_cer", "beam_wer", "beam_cer")}
+
+
+def _merged(figures: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """A stage's figures and its lineage record as one mapping, nested mappings merged (the
+    report reads both: ``evaluate``'s splits and per-split figures, ``train``'s device)."""
+    out = dict(figures)
+    for k, v in record.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else out.get(k, v)
+    return out
 
 
 def load_json(path: str | Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Evaluating a trained model on a test split: greedy and tuned beam+LM decoding of the
 acoustic model's (cached) log-probs, WER/CER with S/D/I counts, real-time factors measured
-separately for the acoustic model and each decoder, the per-utterance result files and WER
-by utterance duration."""
+separately for the acoustic model and each decoder, the per-utterance result files (icefall-
+and sclite-style) and WER by utterance duration."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pandas as pd
 from asrflow.decode.beam import BeamSearch, greedy_decode
 from asrflow.decode.logprobs import compute_logprobs
 from asrflow.scoring.metrics import char_errors, corpus_rates, word_errors
-from asrflow.scoring.results import wer_by_duration, write_errs, write_recogs, write_wer_summary
+from asrflow.scoring.results import (trn_id, wer_by_duration, write_errs, write_recogs, write_result, write_trn,
+                                     write_wer_summary)
 from asrflow.text.vocab import Tokenizer
 
 
@@ -37,9 +38,11 @@ def evaluate_split(split: str, model_pt: str | Path, manifest: str | Path, cache
     settings' names in the result files: ``greedy``, ``beam_lm``, ``beam_charlm`` (whose
     metrics are prefixed ``charlm_``).
 
-    Writes ``<split>_recogs.tsv`` and the icefall-style ``recogs-``/``errs-``/``wer-summary-``
-    files into ``out_dir``. Returns the split's metrics, its WER-by-duration rows (one per
-    bin, for the DVC plot) and whether the log-probs came from the cache.
+    Writes ``<split>_recogs.tsv``, the icefall-style ``recogs-``/``errs-``/``wer-summary-``
+    files and the sclite-style ``ref-<split>.trn``, ``hyp-<split>-<setting>.trn`` and
+    ``result-<split>-<setting>.txt`` (WER per speaker) into ``out_dir``. Returns the split's
+    metrics, its WER-by-duration rows (one per bin holding utterances, in the bins' order,
+    for the DVC plot) and whether the log-probs came from the cache.
     """
     am = compute_logprobs(model_pt, manifest, cache_dir, max_utterances)
     rows, refs = am.rows, am.rows["text"].tolist()
@@ -65,10 +68,15 @@ def evaluate_split(split: str, model_pt: str | Path, manifest: str | Path, cache
         write_recogs(out_dir / f"recogs-{split}-{setting}.txt", utts)
         write_errs(out_dir / f"errs-{split}-{setting}.txt", utts, setting)
     write_wer_summary(out_dir / f"wer-summary-{split}.txt", {k: r["wer"] for k, r in rates.items()})
+    ids = [trn_id(str(spk), str(u)) for spk, u in zip(rows["speaker_id"], rows["utt_id"])]
+    write_trn(out_dir / f"ref-{split}.trn", zip(ids, refs))
+    for setting, h in hyps.items():
+        write_trn(out_dir / f"hyp-{split}-{setting}.trn", zip(ids, h))
+        write_result(out_dir / f"result-{split}-{setting}.txt", zip(ids, refs, h), setting)
     bins = {k: wer_by_duration(rows["duration"].tolist(), refs, h, duration_bins) for k, h in hyps.items()}
-    by_duration = [{"split": split, "bin": g["bin"], "utterances": g["utterances"], "words": g["words"],
-                    "greedy_wer": _pct(g["wer"]), "beam_wer": _pct(b["wer"])}
-                   for g, b in zip(bins["greedy"], bins["beam_lm"])]
+    by_duration = [{"split": split, "bin": g["bin"], "from_s": g["from_s"], "utterances": g["utterances"],
+                    "words": g["words"], "greedy_wer": _pct(g["wer"]), "beam_wer": _pct(b["wer"])}
+                   for g, b in zip(bins["greedy"], bins["beam_lm"]) if g["utterances"]]
     g, b = rates["greedy"], rates["beam_lm"]
     metrics = {
         "utterances": len(refs), "audio_seconds": round(audio_s, 2), "words": b["words"],

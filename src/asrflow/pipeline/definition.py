@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -60,11 +61,18 @@ class Stage:
         return f"logs/{{dataset}}/{self.name}.log"
 
     @property
+    def lineage(self) -> str:
+        """The stage's lineage record: what a run was besides its figures (MLflow run id, git
+        commit, timings, names, paths, versions). Outside ``metrics/``, so DVC's metrics views
+        (``dvc metrics``, ``dvc exp show``) hold figures only."""
+        return f"{LINEAGE}/{self.name}.json"
+
+    @property
     def cmd(self) -> str:
         """The command template (placeholders: ``{dataset}``, ``{key.path}``; see asrflow.pipeline.launch)."""
         opts = [f"--{k} {v.rstrip('/')}" for k, v in self.args.items()]
         return " ".join([self.launcher, f"stages/{self.name}.py", "--params params.yaml --dataset {dataset}",
-                         f"--log-file {self.log}", *opts])
+                         f"--log-file {self.log}", f"--lineage-file {self.lineage}", *opts])
 
     @property
     def code(self) -> list[str]:
@@ -76,7 +84,7 @@ class Stage:
 
     @property
     def all_outs(self) -> list[str]:
-        return [*self.outs, *self.metrics, *self.plots]
+        return [*self.outs, *self.metrics, *self.plots, self.lineage]
 
     def output_options(self) -> list[tuple[str, bool]]:
         """The options (argparse names) whose values are this stage's products, other than its
@@ -150,6 +158,8 @@ STATS, VOCAB, LM = "data/{dataset}/stats.json", "data/{dataset}/vocab.txt", "dat
 MODEL, TUNE, EVAL = "models/{dataset}", "results/{dataset}/tune", "results/{dataset}/evaluate"
 MET, PLOTS, PACKAGE = "metrics/{dataset}", "plots/{dataset}", "models/{dataset}_mlflow"
 CACHE = "cache/{dataset}"
+# each stage's lineage record (Stage.lineage): committed with the metrics, but not a DVC metric
+LINEAGE = "lineage/{dataset}"
 # reports/<dataset>_wer.md and the figures it embeds by relative path
 REPORT_FILES = (".md", "_surface.png", "_curve.png", "_duration.png")
 
@@ -199,11 +209,14 @@ STAGES: list[Stage] = [
           deps=[f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{PACKAGE}/"], params=["decode"],
           metrics=[f"{MET}/register.json"]),
     # Lineage: the report states the DVC hashes of manifests, vocab, LM and model, so it depends on them.
-    Stage("report", {"metrics-dir": MET, "plots-dir": PLOTS, "results": f"{EVAL}/", "manifests": f"{MAN}/",
+    Stage("report", {"metrics-dir": MET, "lineage-dir": LINEAGE, "plots-dir": PLOTS, "results": f"{EVAL}/",
+                     "manifests": f"{MAN}/",
                      "vocab": VOCAB, "lm": f"{LM}/", "model": f"{MODEL}/", "cache": CACHE,
                      "out": "reports/{dataset}_wer.md", "metrics": f"{MET}/report.json"},
           deps=[f"{MET}/manifest.json", f"{MET}/lm.json", f"{MET}/train.json", f"{MET}/tune.json",
-                f"{MET}/evaluate.json", f"{MET}/register.json", f"{PLOTS}/learning_curve.csv",
+                f"{MET}/evaluate.json", f"{MET}/register.json",
+                *(f"{LINEAGE}/{s}.json" for s in ("manifest", "lm", "train", "tune", "evaluate", "register")),
+                f"{PLOTS}/learning_curve.csv",
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
@@ -219,6 +232,7 @@ PLOT_DEFS: list[dict[str, Any]] = [
         "template": "linear", "x": "epoch", "y": {f"{PLOTS}/learning_curve.csv": "train_loss"}}},
     {"Tuning: dev WER (%) over alpha, one point per beta": {
         "template": "scatter", "x": "alpha", "y": {f"{PLOTS}/tune_grid.csv": "wer"}}},
+    # the bins are categories, drawn in their labels' order: labels zero-padded to sort as numbers
     {"Test WER (%) by utterance duration, beam+LM": {
         "template": "bar_horizontal", "x": "beam_wer", "y": {f"{PLOTS}/wer_by_duration.csv": "bin"}}},
 ]
@@ -259,6 +273,8 @@ def dvc_yaml() -> dict[str, Any]:
             entry["metrics"] = [{_dvc(m): {"cache": False}} for m in s.metrics]
         # plot data are small uncached outputs; how to draw them is in the top-level plots
         entry["outs"] += [{_dvc(p): {"cache": False}} for p in s.plots]
+        # so is the lineage record, committed to git beside the metrics (but not one: no figures)
+        entry["outs"].append({_dvc(s.lineage): {"cache": False}})
         stages[s.name] = entry
     plots = [{_dvc(title): {k: ({_dvc(f): cols for f, cols in v.items()} if k == "y" else v)
                             for k, v in spec.items()}} for d in PLOT_DEFS for title, spec in d.items()]
@@ -354,8 +370,28 @@ def dvc_commit(config: dict[str, Any], root: Path = Path(".")) -> list[str]:
     ready = [s.name for s in STAGES
              if all((root / o.replace("{dataset}", ds).rstrip("/")).exists() for o in s.all_outs)]
     if ready:
+        # dvc commit links outputs to its cache and gives the files it (re)links a new
+        # modification time; Snakemake judges by those times, so a later run would take an
+        # upstream file for new and re-run what reads it. The times are put back.
+        times = _mtimes([root / o.replace("{dataset}", ds).rstrip("/") for s in STAGES if s.name in ready
+                         for o in s.all_outs])
         subprocess.run(["dvc", "commit", "--force", "--quiet", *ready], cwd=root, check=True)
+        for path, (atime, mtime) in times.items():
+            try:
+                os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+            except OSError:  # gone or not ours to touch: nothing to restore
+                pass
     return ready
+
+
+def _mtimes(paths: list[Path]) -> dict[Path, tuple[int, int]]:
+    """(atime, mtime) in ns of every file under ``paths`` (files and directories)."""
+    out = {}
+    for p in paths:
+        for f in ([p] if not p.is_dir() else [q for q in p.rglob("*") if q.is_file()]):
+            st = f.stat()
+            out[f] = (st.st_atime_ns, st.st_mtime_ns)
+    return out
 
 
 if __name__ == "__main__":

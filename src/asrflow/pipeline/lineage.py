@@ -24,8 +24,9 @@ import yaml
 from asrflow.common.files import write_text
 
 # Paths the pipeline itself writes that users commit (dvc.lock; DVC metrics and plots data, kept
-# in git so `dvc metrics diff` / `dvc plots diff` / `dvc exp show` can compare revisions).
-RUN_WRITTEN = ("dvc.lock", "metrics/", "plots/")
+# in git so `dvc metrics diff` / `dvc plots diff` / `dvc exp show` can compare revisions; each
+# stage's lineage record: its MLflow run, commit, timings, names and paths).
+RUN_WRITTEN = ("dvc.lock", "metrics/", "plots/", "lineage/")
 
 
 def _md5_file(path: Path) -> str:
@@ -60,8 +61,13 @@ class HashCache:
             write_text(self.path, json.dumps(self.entries, sort_keys=True))
 
 
-def dvc_hash(path: str | Path, cache: HashCache | None = None) -> str:
-    """The ``md5`` DVC 3 records for ``path`` (a file, or a directory as ``<md5>.dir``)."""
+# File names .dvcignore makes DVC leave out of directory outputs (Snakemake's marker file)
+DVC_IGNORED = frozenset({".snakemake_timestamp"})
+
+
+def dvc_hash(path: str | Path, cache: HashCache | None = None, ignore: frozenset[str] = DVC_IGNORED) -> str:
+    """The ``md5`` DVC 3 records for ``path`` (a file, or a directory as ``<md5>.dir``);
+    files named in ``ignore`` (what .dvcignore names) are left out of a directory's listing."""
     path = Path(path)
     cache = cache or HashCache()
     if not path.is_dir():
@@ -70,6 +76,8 @@ def dvc_hash(path: str | Path, cache: HashCache | None = None) -> str:
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in files:
+            if name in ignore:
+                continue
             f = Path(root) / name
             listing.append({"md5": cache.md5(f), "relpath": f.relative_to(path).as_posix()})
     listing.sort(key=lambda e: e["relpath"])
@@ -109,7 +117,7 @@ def git_state(root: str | Path = ".") -> GitState:
     """HEAD's commit and whether tracked or untracked (not ignored) files differ from it.
 
     What the pipeline itself writes and users commit after a run (``dvc.lock``, the DVC
-    metrics and plots data) is left out: a run never makes its own tree dirty.
+    metrics and plots data, the stages' lineage records) is left out: a run never makes its own tree dirty.
     """
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)

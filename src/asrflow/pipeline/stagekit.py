@@ -2,12 +2,16 @@
 
 A stage script defines ``add_args(parser)`` and ``run(ctx) -> metrics`` and calls
 :func:`main`. Params are validated before ``run`` is called; the metrics returned are
-written to ``--metrics`` (DVC metrics) and logged to MLflow with the stage's params slice.
+logged to MLflow with the stage's params slice and written to ``--metrics`` (DVC metrics).
+That file holds figures only (numbers and booleans, nested by split where a stage has
+splits), what a DVC user compares across experiments; everything else about the run — its
+MLflow run id, git commit, timings (``ctx.lineage``), and any value of the metrics that is
+not a figure (names, paths, lists) — goes to the stage's lineage record (``--lineage-file``).
 
 Outputs appear complete or not at all: a directory output is built in a hidden sibling
 (``.<name>.partial-<pid>``) and renamed into place only after the run succeeded and was
 recorded; files the run wrote are removed if it fails; the metrics JSON, written last and
-atomically, marks a finished stage. A run killed outright leaves only the hidden sibling,
+atomically after the lineage record, marks a finished stage. A run killed outright leaves only the hidden sibling,
 which the next run of the stage removes.
 """
 
@@ -20,7 +24,7 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +32,8 @@ from asrflow.common.files import write_json
 from asrflow.common.logfile import LogTee
 from asrflow.pipeline.config import ParamsError, check_dataset, load_params
 from asrflow.pipeline.definition import lookup, stage
-from asrflow.pipeline.tracking import StageRun, TrackingUnavailable, check_store, redact
+from asrflow.pipeline.provenance import KEY as PROVENANCE, hash_cache, stamp
+from asrflow.pipeline.tracking import INVOCATION_ENV, StageRun, TrackingUnavailable, check_store, redact
 
 
 @dataclass
@@ -41,6 +46,9 @@ class Context:
     master: bool = True  # False on torchrun ranks other than 0: they neither track nor write metrics
 
     outputs: "Outputs | None" = None
+    # what the run was besides its figures (timings, names, settings): the lineage record, and
+    # MLflow metrics where numeric
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def log(self, msg: str) -> None:
         print(f"[{self.name}] {msg}", file=sys.stderr, flush=True)
@@ -116,6 +124,8 @@ def main(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     parser.add_argument("--dataset", required=True, help="dataset name (a key of 'datasets' in params.yaml)")
     # (not --log: torchrun, which starts the train stage, would take it for an abbreviation of its --log-dir)
     parser.add_argument("--log-file", help="the stage's log file: what it prints, with timestamps, and tracebacks")
+    parser.add_argument("--lineage-file", help="where to record the run's lineage (MLflow run id, git commit, "
+                                               "timings): what is not a figure for --metrics")
     add_args(parser)
     args = parser.parse_args(argv)
     master = int(os.environ.get("RANK", "0")) == 0
@@ -155,10 +165,10 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
         if outputs:
             outputs.stage_directories()
         metrics = run(ctx) or {}
-        metrics.setdefault("stage_seconds", round(time.perf_counter() - t0, 2))
+        ctx.lineage.setdefault("stage_seconds", round(time.perf_counter() - t0, 2))
         if not master:
             return 0
-        tracker.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        tracker.log_metrics({k: v for k, v in {**metrics, **ctx.lineage}.items() if not isinstance(v, dict)})
         run_id = tracker.flush()
         outputs.publish()
     except (Exception, KeyboardInterrupt) as e:  # one clear line, the traceback in the log, a FAILED run in MLflow
@@ -183,7 +193,60 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
             except Exception as te:  # never let tracking hide the real error
                 print(f"[{name}] could not record the failed run in MLflow: {redact(str(te))}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
-    if getattr(args, "metrics", None):  # after the run is recorded, so the metrics name it (lineage)
-        write_json(args.metrics, {**metrics, **tracker.outputs, "mlflow_run_id": run_id})
-    ctx.log(f"done in {metrics['stage_seconds']} s; MLflow run {run_id}")
+    figures, other = split_figures(metrics)
+    if args.lineage_file:  # after the run is recorded, so the record names it
+        record = {"mlflow_run_id": run_id, "git_commit": tracker.tags.get("mlflow.source.git.commit"),
+                  "git_dirty": tracker.tags.get("asrflow.git_dirty") == "true",
+                  "invocation": tracker.tags.get(INVOCATION_ENV.lower()), **tracker.outputs}
+        record[PROVENANCE] = _stamp(name, args.dataset, ctx)
+        write_json(args.lineage_file, _merge(_merge(record, ctx.lineage), other))
+    if getattr(args, "metrics", None):  # last: a finished stage
+        write_json(args.metrics, figures)
+    ctx.log(f"done in {ctx.lineage['stage_seconds']} s; MLflow run {run_id}")
     return 0
+
+
+def _stamp(name: str, dataset: str, ctx: Context) -> dict[str, Any] | None:
+    """The run's provenance stamp (asrflow.pipeline.provenance); None, with a warning, if the
+    products cannot be hashed: the stage then counts as unvouched for and is run again."""
+    cache = hash_cache(dataset)  # shared with the report and the Snakefile's check
+    try:
+        stamped = stamp(name, dataset, ctx.params, cache=cache)
+        cache.save()
+        return stamped
+    except OSError as e:
+        ctx.log(f"warning: no provenance stamp ({e}); Snakemake will run this stage again")
+        return None
+
+
+def is_figure(value: Any) -> bool:
+    """A value DVC compares as a metric: a number or a boolean."""
+    return isinstance(value, (bool, int, float))
+
+
+def split_figures(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``metrics`` as (its figures, everything else), both keeping the nesting: numbers and
+    booleans go to the DVC metrics file; names, paths, lists and missing values (None) to the
+    lineage record. A nested mapping left empty is dropped."""
+    figures: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            f, o = split_figures(v)
+            if f:
+                figures[k] = f
+            if o:
+                other[k] = o
+        elif is_figure(v):
+            figures[k] = v
+        else:
+            other[k] = v
+    return figures, other
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``a`` updated with ``b``, nested mappings merged."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

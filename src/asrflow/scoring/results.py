@@ -7,6 +7,9 @@ module writes
 * an *errs* file: corpus %WER/%CER headers, every utterance's word alignment, and the
   substitutions, deletions and insertions counted over the split, plus per-word stats;
 * a WER summary across decoding settings;
+* sclite-style *trn* transcripts (``words (speaker-utterance)`` per line: what NIST sclite
+  reads with ``-i spu_id`` or ``-i rm``) and a *result* file breaking the corpus WER down
+  by speaker, computed with this module's own alignment (sclite itself is not needed);
 
 and computes two report tables: the most frequent word errors and WER by utterance
 duration. Words are whitespace-separated tokens; characters are counted on the text with
@@ -241,8 +244,11 @@ def top_errors(utts: Iterable[Utterance], n: int) -> list[tuple[str, int]]:
     return _by_count(counter)[:n]
 
 
-def _edge_text(x: float) -> str:
-    return f"{x:g}"
+def _edge_text(x: float, width: int = 1) -> str:
+    """``x`` in seconds without trailing zeros, its whole part zero-padded to ``width`` digits
+    (``2`` -> ``"02"``, ``2.5`` -> ``"02.5"``), so that labels sort as their numbers do."""
+    whole, dot, frac = f"{x:f}".rstrip("0").partition(".")
+    return whole.zfill(width) + (dot + frac if frac else "")
 
 
 def wer_by_duration(durations: Sequence[float], refs: Sequence[str], hyps: Sequence[str],
@@ -251,8 +257,11 @@ def wer_by_duration(durations: Sequence[float], refs: Sequence[str], hyps: Seque
 
     ``edges`` (strictly increasing) define the bins ``[e0, e1), [e1, e2), ...,
     [e_last, inf)``; an utterance exactly on an edge goes to the bin that starts there.
-    Each bin gives ``bin`` (label such as ``"2-4 s"`` or ``"8+ s"``), ``utterances``,
-    ``words`` (reference words), ``errors`` (S+D+I) and ``wer`` in percent. Every bin is
+    Each bin gives ``bin`` (label such as ``"2-4 s"`` or ``"8+ s"``; whole seconds are
+    zero-padded to the width of the last edge's, ``"02-04 s"`` ... ``"10+ s"``, so the labels
+    sort in the bins' order, as tools that draw them as categories do), ``from_s`` (its
+    lower edge), ``utterances``, ``words`` (reference words), ``errors`` (S+D+I) and ``wer``
+    in percent. Every bin is
     returned, in order, even an empty one, whose ``wer`` is ``None`` (no data, as opposed
     to 0.0). A bin whose utterances all have empty references counts its errors over one
     word, as :class:`asrflow.scoring.metrics.ErrorCounts` does.
@@ -275,10 +284,92 @@ def wer_by_duration(durations: Sequence[float], refs: Sequence[str], hyps: Seque
         totals[k] = totals[k] + word_errors(r, h)
         counts[k] += 1
     out: list[dict[str, Any]] = []
+    width = len(str(int(edges[-1])))
     for k, lo in enumerate(edges):
-        label = (f"{_edge_text(lo)}-{_edge_text(edges[k + 1])} s" if k + 1 < len(edges)
-                 else f"{_edge_text(lo)}+ s")
+        label = (f"{_edge_text(lo, width)}-{_edge_text(edges[k + 1], width)} s" if k + 1 < len(edges)
+                 else f"{_edge_text(lo, width)}+ s")
         c = totals[k]
-        out.append({"bin": label, "utterances": counts[k], "words": c.ref_len, "errors": c.errors,
+        out.append({"bin": label, "from_s": lo, "utterances": counts[k], "words": c.ref_len, "errors": c.errors,
                     "wer": 100.0 * c.rate if counts[k] else None})
     return out
+
+
+# --------------------------------------------------------------------------- sclite
+
+def trn_id(speaker: str, utt_id: str) -> str:
+    """The utterance's id in a trn file: ``<speaker>-<utterance>`` (sclite's ``spu_id``), the
+    utterance id itself when it already starts with its speaker (LibriSpeech's
+    ``1089-134686-0000``)."""
+    return utt_id if utt_id.startswith(f"{speaker}-") else f"{speaker}-{utt_id}"
+
+
+def trn_speaker(trn_utt_id: str) -> str:
+    """The speaker of a trn id: what precedes its first ``-`` (as sclite's ``spu_id`` reads it)."""
+    return trn_utt_id.split("-", 1)[0]
+
+
+def write_trn(path: str | Path, texts: Iterable[tuple[str, str]]) -> None:
+    """Write ``(trn id, text)`` pairs as sclite trn lines, ``w1 w2 ... (id)``, sorted by id
+    (an empty text gives ``(id)``). Raises ``ValueError`` on a repeated id, or on an id or a
+    word sclite would misread (whitespace or parentheses in an id, parentheses in a word)."""
+    rows = _sorted_utts((i, t, "") for i, t in texts)
+    lines = []
+    for utt_id, text, _ in rows:
+        if not utt_id or any(c.isspace() or c in "()" for c in utt_id):
+            raise ValueError(f"utterance id {utt_id!r} cannot be written to a trn file")
+        if "(" in text or ")" in text:
+            raise ValueError(f"the text of {utt_id!r} has parentheses, which trn files reserve for the id")
+        lines.append(" ".join([*text.split(), f"({utt_id})"]))
+    write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_trn(path: str | Path) -> dict[str, str]:
+    """A trn file as ``{id: text}`` (words joined by single spaces). Raises ``ValueError`` on a
+    line without a trailing ``(id)`` or a repeated id."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        words, _, rest = line.rpartition("(")
+        if not rest.endswith(")") or not rest[:-1]:
+            raise ValueError(f"{path}:{n}: no (utterance id) at the end of the line")
+        if rest[:-1] in out:
+            raise ValueError(f"{path}:{n}: utterance id {rest[:-1]!r} occurs more than once")
+        out[rest[:-1]] = " ".join(words.split())
+    return out
+
+
+def speaker_errors(utts: Iterable[Utterance]) -> dict[str, tuple[int, ErrorCounts]]:
+    """Per speaker (of each trn id, see :func:`trn_speaker`): utterances and summed word errors."""
+    out: dict[str, tuple[int, ErrorCounts]] = {}
+    for utt_id, ref, hyp in utts:
+        n, c = out.get(trn_speaker(utt_id), (0, ErrorCounts()))
+        out[trn_speaker(utt_id)] = (n + 1, c + word_errors(ref, hyp))
+    return dict(sorted(out.items()))
+
+
+def write_result(path: str | Path, utts: Iterable[Utterance], setting: str) -> dict[str, Any]:
+    """Write an sclite-style result of one split decoded with ``setting``: the corpus
+    ``%WER`` header (as the errs file's), then a table with one row per speaker and the
+    corpus total (``Sum``): ``SPKR #Snt #Wrd #Sub #Del #Ins #Err WER%``, speakers sorted
+    by id. ``utts`` carry trn ids (:func:`trn_id`). Returns the total as ``utterances``,
+    ``words``, ``substitutions``, ``deletions``, ``insertions``, ``errors`` and ``wer``
+    (percent, equal to :func:`asrflow.scoring.metrics.corpus_rates`)."""
+    rows = _sorted_utts(utts)
+    speakers = speaker_errors(rows)
+    total = ErrorCounts()
+    for _, c in speakers.values():
+        total = total + c
+    table = [("SPKR", "#Snt", "#Wrd", "#Sub", "#Del", "#Ins", "#Err", "WER%")]
+    for name, (n, c) in [*speakers.items(), ("Sum", (len(rows), total))]:
+        table.append((name, str(n), str(c.ref_len), str(c.substitutions), str(c.deletions), str(c.insertions),
+                      str(c.errors), f"{100.0 * c.rate:.2f}"))
+    widths = [max(len(row[k]) for row in table) for k in range(len(table[0]))]
+    lines = [_header("WER", total), f"setting: {setting}", f"utterances: {len(rows)}", f"speakers: {len(speakers)}",
+             "", *(f"{row[0]:<{widths[0]}}" + "".join(f"  {x:>{w}}" for x, w in zip(row[1:], widths[1:]))
+                   for row in table)]
+    write_text(path, "".join(line + "\n" for line in lines))
+    return {"utterances": len(rows), "words": total.ref_len, "substitutions": total.substitutions,
+            "deletions": total.deletions, "insertions": total.insertions, "errors": total.errors,
+            "wer": 100.0 * total.rate}
