@@ -10,7 +10,8 @@ evenly spaced over that order so short and long batches are both represented (co
 timed batches rarely share a Parquet row group, as in the shuffled epochs after the first).
 
 - train_audio_s_per_s: audio seconds (real, not padded) trained per second by full steps as
-  train.py runs them: the DataLoader (UtteranceDataset + collate: samples read from the
+  the train stage runs them (asrflow.train.loop.TrainingRun, built from params.yaml as
+  train.py builds it, its own dataset, batches and step): the DataLoader (UtteranceDataset + collate: samples read from the
   Parquet manifest's row groups -- a copy with manifest.audio_codec pcm16, a FLAC decode
   with flac --, log-mel, normalisation, padding) feeding forward, CTC loss, backward,
   gradient clipping, AdamW and scheduler steps. Dev evaluation and checkpoints, which the
@@ -32,9 +33,8 @@ timed batches rarely share a Parquet row group, as in the shuffled epochs after 
 
 Configs: 'default' is params.yaml's train block as the train stage uses it (~3.8 M
 parameters); 'small' (the default here, so a CPU run takes a few minutes on 2 cores) swaps
-in tests/conftest.py::tiny_params's model (conv_channels 4, 1 GRU layer of 32) with the
-same batches. On CUDA the forward pass runs under bf16 autocast when train.precision is
-bf16, as in train.py. Threads: train.threads, or every core (train.py's rule), set before
+in the tests' tiny model (tests/sizes.py TINY_MODEL) with the same batches. On CUDA the
+forward pass runs under bf16 autocast when train.precision is bf16, as in train.py. Threads: train.threads, or every core (train.py's rule), set before
 anything is timed; --threads overrides. One warm-up repeat is run and discarded; figures
 are medians of --repeats. A repeat during which other processes used more than
 --max-other-share of the machine's CPU (from /proc/stat less this process's own time) is
@@ -47,22 +47,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from corpus import REPO, emit, median
-from torch import nn
 
+from asrflow.common.progress import bar
+from asrflow.features.logmel import FeatureConfig
+from asrflow.models.deepspeech2 import count_parameters
 from asrflow.pipeline.config import load_params
-from asrflow.features.logmel import FeatureConfig, LogMel, read_stats
-from asrflow.data.manifest import ManifestAudio, read_manifest
-from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
-from asrflow.text.vocab import Tokenizer, read_vocab
-from asrflow.train.batches import UtteranceDataset, collate, epoch_batches, make_batches
+from asrflow.train.batches import collate, epoch_batches
+from asrflow.train.config import TrainConfig, TrainPaths
+from asrflow.train.loop import TrainingRun
 
-# tests/conftest.py::tiny_params's model (kept in step with it by hand)
-SMALL = {"conv_channels": 4, "rnn_layers": 1, "rnn_hidden": 32}
+sys.path.insert(0, str(REPO / "tests"))
+from sizes import TINY_MODEL  # noqa: E402  (the tests' tiny model: one place for both)
 
 
 def busy_cpu_s() -> float | None:
@@ -86,33 +88,6 @@ def pick(batches: list[list[int]], n: int) -> list[list[int]]:
     if n == 1:
         return [batches[len(batches) // 2]]
     return [batches[round(k * (len(batches) - 1) / (n - 1))] for k in range(n)]
-
-
-class Trainer:
-    """train.py's step, alone: forward (bf16 autocast on CUDA), CTC loss, finite check,
-    backward, clip, AdamW, scheduler."""
-
-    def __init__(self, model: nn.Module, train_cfg: dict, device: torch.device, bf16: bool):
-        self.model, self.device, self.bf16, self.clip = model, device, bf16, train_cfg["grad_clip"]
-        self.opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0)
-        self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
-
-    def step(self, batch) -> None:
-        x, flen, y, llen, _ = batch
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-            lp, olen = self.model(x.to(self.device), flen)
-        loss = self.ctc(lp.float().transpose(0, 1), y.to(self.device), olen, llen)
-        self.opt.zero_grad(set_to_none=True)
-        if bool(torch.isfinite(loss).item()):  # train.py's all_finite: one device sync per step
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-            self.opt.step()
-        self.sched.step()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def main() -> None:
@@ -139,7 +114,7 @@ def main() -> None:
     train_manifest = manifests / "train.parquet"
     stats = Path(args.stats) if args.stats else manifests.parent / "stats.json"
     vocab = Path(args.vocab) if args.vocab else manifests.parent / "vocab.txt"
-    missing = [str(p) for p in (train_manifest, stats, vocab) if not p.exists()]
+    missing = [str(p) for p in (train_manifest, manifests / "dev.parquet", stats, vocab) if not p.exists()]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: run `make run` first (or `snakemake -j2 "
                          "data/synth/manifests data/synth/stats.json data/synth/vocab.txt`), or point "
@@ -148,71 +123,71 @@ def main() -> None:
         raise SystemExit("--device cuda: no CUDA device visible to torch")
 
     params = load_params(args.params)
-    train_cfg = dict(params["train"])
+    train_params = dict(params["train"], device=args.device)
     if args.config == "small":
-        train_cfg.update(SMALL)
+        train_params.update(TINY_MODEL)
+    if args.threads:
+        train_params["threads"] = args.threads
+    cfg = TrainConfig.from_params(train_params)
     feat_cfg = FeatureConfig.from_params(params["features"])
-    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:  # nothing is written there: no checkpoints
+        paths = TrainPaths(train_manifest, manifests / "dev.parquet", stats, vocab, Path(tmp), Path(tmp) / "curve.csv",
+                           Path(tmp) / "checkpoints")
+        # the train stage's run, set up as train.py sets it up: placement (threads, seeds, determinism),
+        # the dataset (rows with out-of-vocabulary characters dropped), batches, model, optimiser, schedule
+        run = TrainingRun(paths, cfg, feat_cfg, params["seed"], log=lambda msg: print(msg, flush=True))
+    run.progress = bar(None, "bench", show=False)
+    device, threads = run.where.device, torch.get_num_threads()
     use_cuda = device.type == "cuda"
-    threads = args.threads or train_cfg["threads"] or (os.cpu_count() or 1)
-    torch.set_num_threads(threads)  # before anything is built or timed, as train.py does
-    torch.use_deterministic_algorithms(not use_cuda)
-    torch.manual_seed(params["seed"])
-    bf16 = use_cuda and train_cfg["precision"] == "bf16"
-
-    # the train stage's data, exactly: rows with out-of-vocabulary characters dropped, index kept
-    tokens = read_vocab(vocab)
-    tokenizer = Tokenizer(tokens)
-    mean, std = read_stats(stats)
-    rows = read_manifest(train_manifest)
-    rows = rows[rows["text"].map(lambda t: not tokenizer.unknown_chars(t))]
-    durations = rows["duration"].tolist()
-    batch_seconds = train_cfg["batch_frames"] * feat_cfg.hop_ms / 1000
-    batches = make_batches(durations, batch_seconds)
-    padded = sum(max(durations[i] for i in b) * len(b) for b in batches)
-    padding_fraction = 1.0 - float(sum(durations)) / padded if padded else 0.0
+    durations, batches = run.durations, run.batches
+    padding_fraction = run.padding
+    batch_seconds = cfg.batch_frames * feat_cfg.hop_ms / 1000
     timed = pick(epoch_batches(batches, 0, params["seed"], 0, 1), args.batches)
     audio_s = float(sum(durations[i] for b in timed for i in b))
     padded_timed = sum(max(durations[i] for i in b) * len(b) for b in timed)
-    ds = UtteranceDataset(rows, ManifestAudio(train_manifest, feat_cfg.sample_rate), tokenizer,
-                          LogMel(feat_cfg), mean, std)
     loader_kwargs = {"batch_sampler": timed, "collate_fn": collate, "num_workers": args.num_workers}
-
-    model = DeepSpeech2(ModelConfig.from_params(train_cfg, feat_cfg.n_mels, len(tokens))).to(device)
+    model = run.model
     model.train()
-    trainer = Trainer(model, train_cfg, device, bf16)
+
+    def sync() -> None:
+        if use_cuda:
+            torch.cuda.synchronize(device)
+
+    def step(batch) -> None:
+        run.step(*batch, epoch=0)
+
     print(f"{args.config} model ({count_parameters(model):,} parameters) on {device}, {threads} threads"
-          f"{', bf16 autocast' if bf16 else ''}; {len(timed)} of {len(batches)} batches of <= "
+          f"{', bf16 autocast' if run.bf16 else ''}; {len(timed)} of {len(batches)} batches of <= "
           f"{batch_seconds:.0f} s ({audio_s:.0f} s of audio); DataLoader num_workers={args.num_workers}", flush=True)
 
     def loader_pass() -> tuple[float, list]:
         t = time.perf_counter()
-        out = list(torch.utils.data.DataLoader(ds, **loader_kwargs))
+        out = list(torch.utils.data.DataLoader(run.ds, **loader_kwargs))
         return time.perf_counter() - t, out
 
     def step_pass(in_memory: list) -> float:
-        trainer.sync()
+        sync()
         t = time.perf_counter()
         for batch in in_memory:
-            trainer.step(batch)
-        trainer.sync()
+            step(batch)
+        sync()
         return time.perf_counter() - t
 
     def full_pass() -> tuple[float, float]:
         """As train.py's epoch loop: a new DataLoader, batches consumed as produced. Also returns
         the time spent waiting for the loader's next batch (all of the loading when num_workers=0)."""
-        trainer.sync()
+        sync()
         t = time.perf_counter()
         waited = 0.0
-        it = iter(torch.utils.data.DataLoader(ds, **loader_kwargs))
+        it = iter(torch.utils.data.DataLoader(run.ds, **loader_kwargs))
         while True:
             w = time.perf_counter()
             batch = next(it, None)
             waited += time.perf_counter() - w
             if batch is None:
                 break
-            trainer.step(batch)
-        trainer.sync()
+            step(batch)
+        sync()
         return time.perf_counter() - t, waited
 
     load0 = os.getloadavg()[0]
@@ -270,12 +245,12 @@ def main() -> None:
                        "persistent_workers": False, "loading_overlaps_step": args.num_workers > 0,
                        "worker_torch_threads": 1 if args.num_workers else None},
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if use_cuda else None,
-        "precision": "bf16 autocast" if bf16 else "float32",
+        "precision": "bf16 autocast" if run.bf16 else "float32",
         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
         "cores": os.cpu_count(), "torch": torch.__version__,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "config": args.config, "model_params": count_parameters(model),
-        "model": {k: train_cfg[k] for k in ("conv_channels", "conv_kernel", "conv_strides", "rnn_type",
+        "model": {k: train_params[k] for k in ("conv_channels", "conv_kernel", "conv_strides", "rnn_type",
                                             "rnn_layers", "rnn_hidden", "bidirectional", "lookahead")},
         "manifest": str(train_manifest.resolve().relative_to(REPO) if train_manifest.resolve().is_relative_to(REPO)
                         else train_manifest), "batch_seconds": batch_seconds, "batches_per_epoch": len(batches),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from repro import copy_project
+from sizes import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def tiny_params() -> dict:
     s.update(voices=["en-us", "en-gb"], variants=["m1", "f1", "m3", "f3"], dev_speakers=1, test_speakers=1,
              utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
     p["stats"]["sample_size"] = 16
-    p["train"].update(epochs=2, rnn_layers=1, rnn_hidden=32, conv_channels=4, batch_frames=3000, warmup_steps=4)
+    p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4, **TINY_MODEL)
     p["tune"].update(alpha_count=3, beta_count=2, max_utterances=0)
     p["decode"]["beam_size"] = 8
     return p

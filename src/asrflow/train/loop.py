@@ -77,7 +77,7 @@ def train(paths: TrainPaths, cfg: TrainConfig, features: FeatureConfig, seed: in
     vocabulary are skipped and counted in the result, never dropped silently. Raises
     :class:`TrainingDiverged` after ``train.max_nonfinite_in_row`` non-finite losses in a row.
     """
-    run = _Run(paths, cfg, features, seed, log)
+    run = TrainingRun(paths, cfg, features, seed, log)
     run.resume_if_possible()
     t0 = time.perf_counter() - run.state["seconds"]
     stopped_early = False
@@ -93,9 +93,10 @@ def train(paths: TrainPaths, cfg: TrainConfig, features: FeatureConfig, seed: in
     return run.finish(time.perf_counter() - t0, stopped_early)
 
 
-class _Run:
+class TrainingRun:
     """One training run's moving parts, set up in the order their random draws happen
-    (so a run is reproducible bit for bit), with one method per phase of :func:`train`."""
+    (so a run is reproducible bit for bit), with one method per phase of :func:`train`.
+    bench/bench_train.py times its :meth:`step` on its dataset's batches."""
 
     def __init__(self, paths: TrainPaths, cfg: TrainConfig, features: FeatureConfig, seed: int, log) -> None:
         self.paths, self.cfg, self.features, self.seed, self.log = paths, cfg, features, seed, log
@@ -212,7 +213,7 @@ class _Run:
         for x, flen, y, llen, ids in batches_iter:
             state["seen"].extend(self.ds.rows[i] for i in ids)
             state["window_audio"] += float(flen.sum()) * self.features.hop_ms / 1000  # audio seconds since the last log
-            self._step(x, flen, y, llen, ids, epoch)
+            self.step(x, flen, y, llen, ids, epoch)
             if self.where.master and state["step"] % cfg.log_every_steps == 0:
                 now = time.perf_counter()
                 state["step_log"].append({"step": state["step"], "loss": state["losses"][-1] if state["losses"] else
@@ -226,7 +227,7 @@ class _Run:
                 self.save_last()
         check_epoch_coverage(state["seen"], len(self.ds), world, epoch, self.log if self.where.master else None)
 
-    def _step(self, x, flen, y, llen, ids, epoch: int) -> None:
+    def step(self, x, flen, y, llen, ids, epoch: int) -> None:
         """One optimiser step; a non-finite loss skips it (on every rank) and is counted."""
         cfg, state = self.cfg, self.state
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
