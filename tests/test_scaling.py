@@ -70,7 +70,7 @@ def test_every_stage_logged_to_the_tracking_server(cluster_run):
 def test_dvc_push_then_pull_in_a_fresh_clone_recomputes_nothing(cluster_run):
     repo, _, _ = cluster_run
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run(git + ["add", "dvc.lock", "metrics", "plots"], cwd=repo)
+    run(git + ["add", "dvc.lock", "metrics", "plots", "lineage"], cwd=repo)
     run(git + ["commit", "-qm", "run"], cwd=repo)
     pushed = run(["dvc", "push"], cwd=repo).stdout
     remote = repo.parent / "asrflow-dvc-remote"  # the default remote: beside the clone
