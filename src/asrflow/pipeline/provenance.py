@@ -13,10 +13,13 @@ reads, the MD5 of every code file it runs, and the DVC hash of every product it 
 products on disk — and names every stage whose products the stamp does not vouch for:
 a param or a code file that differs from the stamp, or a product that is not the one the
 stamped run wrote (another orchestrator's, a checkout's). The Snakefile forces those rules to
-run again and says why (``asrflow: running tune again:
-tune (synth): made with tune.alpha_count=9, params.yaml says 45``); DVC needs no help, since
-``dvc.lock`` records each stage's params, code and outputs and Snakemake's runs are committed
-into it.
+run again and says why (``asrflow: running tune again: tune (synth): made with
+tune.alpha_count=9, params.yaml says 45``), and drops Snakemake's own record of products a
+stamp vouches for when that record holds other params values (DVC made them, or restored them
+from its run cache). Products with no stamp at all (made before stamps existed, or put in
+place by hand) are named but not forced: re-running a finished LibriSpeech chain for want of a
+stamp would cost days, so Snakemake's own record decides. DVC needs no help: ``dvc.lock``
+records each stage's params, code and outputs, and Snakemake's runs are committed into it.
 """
 
 from __future__ import annotations
