@@ -39,12 +39,12 @@ if _overridden:
 # params.yaml) nothing triggers a re-run. Every stage stamps its run into its lineage record
 # (params values, code, products: src/asrflow/pipeline/provenance.py). A rule whose products
 # its stamp does not vouch for is forced to run again, and says why (products with no stamp at
-# all are only named). Where the stamp vouches
-# for the products on disk but Snakemake's own record of them holds other params values, that
-# record is of an older run (DVC's made these, or restored them from its run cache) and is
-# dropped, so it cannot re-run them. Snakemake sets its DAG settings and opens its records
-# after it reads this file, so both are done where it prepares the DAG (an internal method of
-# the pinned Snakemake; without it, a run with stale products stops and names the --forcerun).
+# all are only named). Where the stamp vouches for the products on disk but Snakemake's own
+# record of them holds other params values, that record is of an older run (DVC made these, or
+# restored them from its run cache) and is dropped, so it cannot re-run them. Snakemake sets its
+# DAG settings and opens its records after it reads this file, so both are done where it
+# prepares the DAG (an internal method of the pinned Snakemake; a Snakemake without it gets
+# the reasons and the --forcerun to add, printed).
 if workflow.is_main_process:
     _stale, _vouched = survey(config)
     for _s in _stale:
@@ -52,8 +52,8 @@ if workflow.is_main_process:
               f"asrflow: {_s} (Snakemake's own record decides; --forcerun {_s.stage} to be sure)", file=sys.stderr)
     _stale = [_s for _s in _stale if _s.stamped]
     if _stale and not hasattr(workflow, "_prepare_dag"):
-        raise WorkflowError("products the stages' provenance stamps do not vouch for; run them again with "
-                            f"--forcerun {' '.join(sorted({_s.stage for _s in _stale}))}")
+        print("asrflow: this Snakemake cannot be told to re-run them: add --forcerun "
+              f"{' '.join(sorted({_s.stage for _s in _stale}))}", file=sys.stderr)
     if hasattr(workflow, "_prepare_dag"):
         _prepare_dag = workflow._prepare_dag
 
