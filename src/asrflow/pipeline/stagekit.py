@@ -208,14 +208,15 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
 
 def _stamp(name: str, dataset: str, ctx: Context) -> dict[str, Any] | None:
     """The run's provenance stamp (asrflow.pipeline.provenance); None, with a warning, if the
-    products cannot be hashed: the stage then counts as unvouched for and is run again."""
+    products cannot be hashed: the Snakefile then names the stage as unstamped (not forced)."""
     cache = hash_cache(dataset)  # shared with the report and the Snakefile's check
     try:
         stamped = stamp(name, dataset, ctx.params, cache=cache)
         cache.save()
         return stamped
     except OSError as e:
-        ctx.log(f"warning: no provenance stamp ({e}); Snakemake will run this stage again")
+        ctx.log(f"warning: no provenance stamp ({e}); Snakemake will name this stage as unstamped, "
+                "and only its own record will decide whether it is current")
         return None
 
 
