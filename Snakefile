@@ -61,8 +61,8 @@ if workflow.is_main_process:
             settings = workflow.dag_settings
             settings.forcerun = frozenset(settings.forcerun) | _force
             result = _prepare_dag(*args, **kwargs)
-            for name, paths in _vouched:
-                current = repr(P.smk_params(name, config))  # as Snakemake records the rule's params
+            for name, dataset, paths in _vouched:
+                current = repr(P.smk_params(name, config, dataset))  # as Snakemake records the rule's params
                 for path in paths:
                     record = workflow.persistence.metadata(IOFile(path))
                     if record is not None and record.params and current not in record.params:
@@ -114,7 +114,7 @@ for _stage in P.STAGES:
         name: _stage.name
         input: P.smk_inputs(_stage.name)
         output: P.smk_outputs(_stage.name, directory, report, REPORT)
-        params: values=P.smk_params(_stage.name, config), template=P.smk_template(_stage.name)
+        params: values=P.smk_values(_stage.name, config), template=P.smk_template(_stage.name)
         conda: "envs/asrflow.yaml"
         log: _stage.log
         benchmark: f"benchmarks/{{dataset}}/{_stage.name}.tsv"

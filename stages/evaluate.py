@@ -50,6 +50,9 @@ def run(ctx: Context) -> dict:
         m, rows, cached = evaluate_split(split, model, f"{a.manifests}/{split}.parquet", a.cache, search, out,
                                          ev["max_utterances"], ev["duration_bins"], charlm)
         metrics[split] = m
+        ctx.tracker.log_dataset(f"{a.manifests}/{split}.parquet", split)
+        # the parent run compares invocations by these: per split and decoder
+        ctx.tracker.log_headline({f"{split}_{k}": v for k, v in m.items() if k.endswith(("_wer", "_cer"))})
         by_duration += rows
         ctx.log(f"{split}: greedy WER {m['greedy_wer']:.2f}% CER {m['greedy_cer']:.2f}% | beam+LM WER "
                 f"{m['beam_wer']:.2f}% CER {m['beam_cer']:.2f}% ({m['utterances']} utterances, "

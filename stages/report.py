@@ -44,8 +44,8 @@ def run(ctx: Context) -> dict:
         recogs = pd.read_csv(Path(a.results) / f"{split}_recogs.tsv", sep="\t", keep_default_na=False, dtype=str)
         utts = list(zip(recogs["utt_id"], recogs["reference"], recogs["beam"]))
         errors[split] = top_errors(utts, ctx.params["evaluate"]["top_errors"])
-    params = safe_params(flatten(ctx.params))  # as MLflow records them: no passwords in the report
-    previous = previous_runs(ctx.params["mlflow"], ctx.dataset, "report")
+    everything = ctx.params.unrecorded()  # to record and compare runs by, not read to compute anything
+    params, previous = safe_params(flatten(everything)), previous_runs(everything["mlflow"], ctx.dataset, "report")
     headline = write_report(ctx.dataset, metrics, read_csv(pdir / "learning_curve.csv"),
                             read_csv(pdir / "tune_grid.csv"), a.out,
                             by_duration=read_csv(pdir / "wer_by_duration.csv", numeric=False), lineage=lin,
@@ -55,6 +55,8 @@ def run(ctx: Context) -> dict:
     # the whole configuration (the next report compares against it) and the lineage
     ctx.tracker.log_params(params)
     ctx.tracker.set_tag("asrflow.evaluate_run", records["evaluate"].get("mlflow_run_id", ""))
+    if records["register"].get("model_version"):  # the version register made: its test figures; champion on dev WER
+        ctx.tracker.annotate_model_version(records["register"], metrics["evaluate"], metrics["tune"]["dev_wer"])
     for name, digest in lin["dvc"].items():
         ctx.tracker.set_tag(f"asrflow.dvc.{name}", digest)
     out = Path(a.out)

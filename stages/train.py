@@ -28,6 +28,9 @@ def run(ctx: Context) -> dict:
     result = train(paths, TrainConfig.from_params(ctx.params["train"]), FeatureConfig.from_params(ctx.params["features"]),
                    ctx.params["seed"], log=ctx.log)
     metrics = dataclasses.asdict(result)
+    if ctx.master:  # the manifests it learnt from and validated on: MLflow dataset inputs
+        ctx.tracker.log_dataset(a.manifests + "/train.parquet", "train")
+        ctx.tracker.log_dataset(a.manifests + "/dev.parquet", "dev")
     step_log = metrics.pop("step_log")
     ctx.lineage.update(train_seconds=metrics.pop("train_seconds"), device=metrics.pop("device"))
     if ctx.master:

@@ -52,6 +52,8 @@ def run(ctx: Context) -> dict:
         ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev WER {alt.best['wer']:.2f}%")
         ctx.tracker.log_artifact(out / f"grid-{other}.csv")
     write_json(out / "best.json", chosen)
+    ctx.tracker.log_dataset(f"{a.manifests}/dev.parquet", "dev")
+    ctx.tracker.log_headline({k: v for k, v in metrics.items() if k not in ("points", "utterances")})
     for i, row in enumerate(r.grid):  # the whole grid, written in batches when the stage ends
         ctx.tracker.log_metrics({"grid_alpha": row["alpha"], "grid_beta": row["beta"],
                                  "grid_wer": row["wer"], "grid_cer": row["cer"]}, step=i)

@@ -17,6 +17,13 @@ bundle (``experimentPageTabRuns`` = ``/experiments/:experimentId/runs``, ``runPa
   overview, with a "Metrics (N)" table of name (a link to ``.../model-metrics``) and latest
   value, unrounded, as JavaScript prints the number (``4.5678``, ``0.3333333333333333``).
 
+Nested runs: the runs table folds each parent run's children under it (``mlflow.parentRunId``)
+and opens them only for the parents in its ``runsExpanded`` state, which the app keeps in the
+browser's localStorage (key ``MLflowLocalStorage-1.1-ExperimentPage-["<experiment_id>"]-ReactComponentState``;
+a shared view, ``viewStateShareKey``, leaves ``runsExpanded`` out). :func:`expanded_origin`
+serves the app through a small same-origin proxy whose first page writes that state and then
+opens the runs table, so a headless Chromium can render the children expanded.
+
 Chromium renders with ``--virtual-time-budget``: virtual time stands still while the app's
 requests to the server are in flight, so the budget is not eaten by a slow machine.
 
@@ -26,6 +33,8 @@ requests to the server are in flight, so the budget is not eaten by a slow machi
 from __future__ import annotations
 
 import html
+import http.server
+import json
 import os
 import re
 import shutil
@@ -34,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -229,6 +239,64 @@ def experiment_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url}/#/experiments/{experiment_id}/runs?workflowType={WORKFLOW}"
 
 
+def ui_state_key(experiment_id: str) -> str:
+    """The localStorage key under which the app keeps an experiment page's UI state."""
+    return f"MLflowLocalStorage-1.1-ExperimentPage-{json.dumps([str(experiment_id)])}-ReactComponentState"
+
+
+SEED_PAGE = "/__asrflow_seed.html"
+
+
+@contextmanager
+def expanded_origin(base_url: str, experiment_id: str, parent_run_ids: Iterable[str]) -> Iterator[str]:
+    """A proxy to the MLflow server at ``base_url`` on another 127.0.0.1 port; yields the URL
+    to render: a page of the proxy's origin that stores the experiment page's UI state with
+    ``parent_run_ids`` expanded in localStorage and then opens the runs table there (same
+    origin, so the app reads that state)."""
+    state = json.dumps({"runsExpanded": {r: True for r in parent_run_ids}})
+    port = free_port()
+    target = experiment_url(f"http://127.0.0.1:{port}", experiment_id)
+    page = (f"<!doctype html><html><body><script>localStorage.setItem({json.dumps(ui_state_key(experiment_id))},"
+            f"{json.dumps(state)});location.replace({json.dumps(target)});</script></body></html>").encode()
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def _forward(self) -> None:
+            if self.path == SEED_PAGE:
+                self._reply(200, [("Content-Type", "text/html")], page)
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            req = urllib.request.Request(base_url + self.path, data=body, headers=headers, method=self.command)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    self._reply(r.status, r.getheaders(), r.read())
+            except urllib.error.HTTPError as e:
+                self._reply(e.code, e.headers.items(), e.read())
+
+        def _reply(self, status: int, headers, data: bytes) -> None:
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}{SEED_PAGE}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     """One run's overview page (about, tags, metrics and parameters tables)."""
     return f"{base_url}/#/experiments/{experiment_id}/runs/{run_id}?workflowType={WORKFLOW}"
@@ -307,14 +375,18 @@ def render_until(url: str, done: Callable[[str], bool], screenshot: Path | None 
 
 
 def runs_visible(base_url: str, experiment_id: str, run_names: Iterable[str], screenshot: Path | None = None,
-                 budget_ms: int = 15000) -> tuple[dict[str, str], str]:
+                 budget_ms: int = 15000, expand: Iterable[str] = ()) -> tuple[dict[str, str], str]:
     """Render the experiment's runs table; return (``{run_id: name}`` of its run links, its DOM).
 
-    Re-renders once with a longer budget if a name in ``run_names`` is missing.
+    ``expand``: parent run ids whose nested runs are shown (see :func:`expanded_origin`);
+    without it the table shows parents folded. Re-renders once with a longer budget if a name
+    in ``run_names`` is missing.
     """
     wanted = set(run_names)
-    dom = render_until(experiment_url(base_url, experiment_id),
-                       lambda d: wanted <= set(run_links(d, experiment_id).values()), screenshot, budget_ms)
+    expand = list(expand)
+    with expanded_origin(base_url, experiment_id, expand) if expand else nullcontext(None) as seed:
+        dom = render_until(seed or experiment_url(base_url, experiment_id),
+                           lambda d: wanted <= set(run_links(d, experiment_id).values()), screenshot, budget_ms)
     return run_links(dom, experiment_id), dom
 
 
@@ -349,8 +421,8 @@ def check_pipeline_runs_in_ui(store_uri: str, artifact_root: str, experiment_nam
     """Assert the MLflow UI, served from ``store_uri``, shows a pipeline's runs and one metric.
 
     Starts ``mlflow server`` on the store, opens ``experiment_name``'s runs table in headless
-    Chromium and asserts every name in ``run_names`` is a run link there (with the run id the
-    store has for it); then opens the page of the run ``metric_run`` (default: the newest run
+    Chromium with every parent run expanded and asserts every name in ``run_names`` is a run
+    link there (with the run id the store has for it); then opens the page of the run ``metric_run`` (default: the newest run
     that has ``metric_name``) and asserts its metrics table has ``metric_name`` with
     ``metric_value`` as MLflow displays it (:func:`displayed_metric`).
 
@@ -374,6 +446,7 @@ def check_pipeline_runs_in_ui(store_uri: str, artifact_root: str, experiment_nam
     ids_by_name: dict[str, set[str]] = {}
     for r in runs:
         ids_by_name.setdefault(r.info.run_name, set()).add(r.info.run_id)
+    parents = sorted({r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags})
 
     out = {"runs": artifacts_dir / f"{experiment_name}-runs.png",
            "run": artifacts_dir / f"{experiment_name}-run-{target.info.run_name}.png",
@@ -382,7 +455,8 @@ def check_pipeline_runs_in_ui(store_uri: str, artifact_root: str, experiment_nam
         try:
             server = nullcontext(server_url) if server_url else mlflow_server(store_uri, artifact_root, server_dir)
             with server as base_url:
-                links, dom = runs_visible(base_url, exp.experiment_id, run_names, out["runs"], budget_ms)
+                links, dom = runs_visible(base_url, exp.experiment_id, run_names, out["runs"], budget_ms,
+                                          expand=parents)
                 where = experiment_url(base_url, exp.experiment_id)
                 shown = set(links.values())
                 missing = [n for n in run_names if n not in shown]

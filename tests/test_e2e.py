@@ -14,21 +14,33 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from asrflow.pipeline import definition as P
+from asrflow.pipeline.config import covers
 from asrflow.pipeline.lineage import lock_hashes
 from repro import product_digests
 from conftest import copy_repo, edit_params, run, tiny_params
+from mlflow_browser import artifacts_dir
 
 STAGES = [s.name for s in P.STAGES]
 ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
 
 
 def runs_by_stage(repo) -> dict[str, list]:
+    """The stage runs by name (the invocations' parent runs left out: :func:`parent_runs`)."""
     client = MlflowClient(tracking_uri=f"sqlite:///{repo}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("asrflow-synth")
     out: dict[str, list] = {}
     for r in client.search_runs([exp.experiment_id], max_results=1000):
-        out.setdefault(r.info.run_name, []).append(r)
+        if "asrflow.stage" in r.data.tags:
+            out.setdefault(r.info.run_name, []).append(r)
     return out
+
+
+def parent_runs(repo) -> dict[str, object]:
+    """The invocations' parent runs by invocation id."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("asrflow-synth")
+    return {r.data.tags["asrflow.invocation"]: r
+            for r in client.search_runs([exp.experiment_id], "tags.`asrflow.invocation` != ''", max_results=1000)}
 
 
 RESULT_ROW = re.compile(r"^\| test \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) / (\d+) / (\d+) "
@@ -112,6 +124,20 @@ def test_mlflow_has_one_run_per_stage_grouped(smk_repo):
     invocations = {r.data.tags["asrflow_invocation"] for rs in runs.values() for r in rs}
     assert len(invocations) == 1 and next(iter(invocations)).startswith("snakemake-")
     assert all(r.info.status == "FINISHED" for rs in runs.values() for r in rs)
+    # one parent run for the Snakemake call, every stage run nested under it, holding the headline figures
+    parents = parent_runs(smk_repo)
+    assert list(parents) == list(invocations)
+    parent = parents[next(iter(invocations))]
+    assert parent.info.run_name == "snakemake " + next(iter(invocations)).split("-")[1][:8]
+    assert {r.data.tags["mlflow.parentRunId"] for rs in runs.values() for r in rs} == {parent.info.run_id}
+    ev = json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())
+    tuned = json.loads((smk_repo / "metrics/synth/tune.json").read_text())
+    assert parent.data.metrics["test_beam_wer"] == ev["test"]["beam_wer"]
+    assert parent.data.metrics["test_greedy_cer"] == ev["test"]["greedy_cer"]
+    assert (parent.data.metrics["dev_wer"], parent.data.metrics["alpha"]) == (tuned["dev_wer"], tuned["alpha"])
+    assert parent.data.params["train.epochs"] == "2" and parent.info.status == "FINISHED"
+    test_inputs = [(i.dataset.name, [t.value for t in i.tags]) for i in runs["evaluate"][0].inputs.dataset_inputs]
+    assert test_inputs == [("synth/test", ["test"])], test_inputs
     train = runs["train"][0]
     assert train.data.params["train.epochs"] == "2" and train.data.metrics["params"] > 0
     client = MlflowClient(tracking_uri=f"sqlite:///{smk_repo}/mlruns/mlflow.db")
@@ -236,6 +262,10 @@ def test_mlflow_ui_in_headless_chromium_shows_the_runs_and_wer(smk_repo):
     assert shots["runs"].stat().st_size > 10_000
 
 
+# the hash columns of the stages' file dependencies, left out of `dvc exp show` (README)
+EXP_SHOW_DROP = "(data|lineage|metrics|models|plots|results)/.*"
+
+
 def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     """The README's comparison workflow: commit the run's dvc.lock, metrics and plots; try a
     params change as a DVC experiment; compare with `dvc exp show`, `dvc metrics diff`,
@@ -262,6 +292,11 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     dvc_inv = {r.data.tags["asrflow_invocation"] for r in runs["train"]} - \
         {runs["download"][0].data.tags["asrflow_invocation"]}
     assert len(dvc_inv) == 1 and next(iter(dvc_inv)).startswith("dvc-"), dvc_inv
+    # the experiment's parent run: named after the DVC experiment, naming the param it changed
+    parent = parent_runs(smk_repo)[next(iter(dvc_inv))]
+    exp_names = run(["dvc", "exp", "list", "--names-only"], cwd=smk_repo).stdout.split()
+    assert parent.info.run_name in exp_names, (parent.info.run_name, exp_names)
+    assert parent.data.tags["asrflow.changed_params"] == "train.lr: 0.0015 → 0.002"
     assert all(stage in {r.info.run_name for rs in runs.values() for r in rs
                          if r.data.tags["asrflow_invocation"] in dvc_inv} for stage in ("tune", "evaluate", "report"))
     # DVC's views: the experiment beside the baseline, metric and plot changes against HEAD
@@ -269,6 +304,20 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     lrs = {json.dumps(e.get("data", {}).get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr"))
            for rev in shown for e in [rev] + [x for exp in rev.get("experiments") or [] for x in exp.get("revs", [])]}
     assert {"0.0015", "0.002"} <= lrs, lrs
+    # what a DVC user compares: the experiment beside its baseline, the changed columns only, less
+    # the hash columns of the stages' file dependencies (as the README shows it; kept in test-artifacts/)
+    table = run(["dvc", "exp", "show", "--only-changed", "--md", "--no-pager", "--drop", EXP_SHOW_DROP],
+                cwd=smk_repo).stdout
+    out = artifacts_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dvc-exp-show-only-changed.md").write_text(table)
+    columns = [c.strip() for c in table.splitlines()[0].strip().strip("|").split("|")]
+    assert columns[:2] == ["Experiment", "Created"] and "train.lr" in columns, columns
+    figures = {k for f in (smk_repo / "metrics/synth").glob("*.json") for k in _leaves(json.loads(f.read_text()), "")}
+    # the rest are figures: WERs and CERs among them, no ids, timings or paths
+    assert set(columns[2:]) - {"train.lr"} <= {k.lstrip(".") for k in figures} | {k.split(".", 2)[-1] for k in figures}
+    assert [c for c in columns if c.endswith(("_wer", "_cer")) and c.startswith("test.")], columns
+    assert len(columns) <= 30, columns
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], cwd=smk_repo).stdout)
     beam = diff["metrics/synth/evaluate.json"]["test.beam_wer"]
     assert beam["new"] == json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())["test"]["beam_wer"]
@@ -411,6 +460,92 @@ def planned_jobs(repo) -> set[str]:
 
 def stale_in_dvc(repo) -> set[str]:
     return set(json.loads(run(["dvc", "status", "--json"], cwd=repo).stdout or "{}"))
+
+
+def _leaves(node, key: str) -> list[str]:
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{key}.{k}")]
+    return [key]
+
+
+def test_each_stage_reads_exactly_the_params_keys_it_declares(smk_repo):
+    """The keys a stage declares (what DVC's `params:` and Snakemake's `params:` watch) are the
+    keys its run read, as the stage kit recorded them into its lineage record: nothing read is
+    undeclared (the stage kit refuses such a read; checked here again), and every declared key
+    was read, the whole of it (a block declared but read in part would re-run the stage for
+    keys it never looks at)."""
+    params = yaml.safe_load((smk_repo / "params.yaml").read_text())
+    for s in P.STAGES:
+        read = lineage_record(smk_repo, s.name)["params_read"]
+        declared = s.keys("synth")
+        assert [k for k in read if not covers(declared, k)] == [], s.name
+        unread = [leaf for d in declared for leaf in _leaves(P.lookup(params, d), d) if not covers(read, leaf)]
+        assert unread == [], (s.name, read)
+
+
+EVERY = {s.name for s in P.STAGES}
+AFTER_TRAIN = {"tune", "evaluate", "register", "report"}
+AFTER_MANIFEST = EVERY - {"download"}
+
+
+def _set(key: str, value):
+    def change(p):
+        *parents, leaf = key.split(".")
+        node = p
+        for part in parents:
+            node = node[part]
+        node[leaf] = value(node[leaf]) if callable(value) else value
+    return change
+
+
+# (key, new value or a function of the old one, stale under DVC, planned by Snakemake). DVC
+# lists the stages whose own params changed; Snakemake plans them and every stage after.
+PARAM_EDITS = [
+    ("evaluate.top_errors", lambda v: v + 1, {"report"}, {"report"}),  # read by report only
+    ("evaluate.max_utterances", 7, {"evaluate"}, {"evaluate", "report"}),
+    ("download.librispeech.timeout_s", lambda v: v + 1, set(), set()),  # another dataset's key
+    ("datasets.librispeech.splits.dev", ["dev-other"], set(), set()),
+    ("mlflow.artifact_root", "elsewhere/artifacts", set(), set()),  # where runs are recorded
+    ("cluster.default.runtime", lambda v: v + 1, set(), set()),  # a Slurm job's time limit
+    ("tune.alpha_count", lambda v: v + 1, {"tune"}, AFTER_TRAIN),
+    ("decode.beam_size", lambda v: v + 1, {"tune", "evaluate", "register"}, AFTER_TRAIN),
+    ("lm.char_order", lambda v: v - 1, {"lm", "tune"}, {"lm"} | AFTER_TRAIN),
+    ("lm.order", lambda v: v + 1, {"lm"}, {"lm"} | AFTER_TRAIN),
+    ("train.lr", lambda v: v * 2, {"train"}, {"train"} | AFTER_TRAIN),
+    ("stats.sample_size", lambda v: v + 1, {"stats"}, {"stats", "train"} | AFTER_TRAIN),
+    ("vocab.min_count", lambda v: v + 1, {"vocab"}, {"vocab", "lm", "train"} | AFTER_TRAIN),
+    ("features.n_mels", lambda v: v - 8, {"stats", "train"}, {"stats", "train"} | AFTER_TRAIN),
+    ("features.hop_ms", lambda v: v + 1, {"manifest", "stats", "train"}, AFTER_MANIFEST),
+    ("manifest.min_duration", lambda v: v + 0.01, {"manifest"}, AFTER_MANIFEST),
+    ("train.conv_kernel", lambda v: [v[0], v[1] - 2], {"manifest", "train"}, AFTER_MANIFEST),
+    ("download.synth.rate", lambda v: [v[0] + 1, v[1]], {"download"}, EVERY),
+    ("seed", lambda v: v + 1, {"download", "stats", "train"}, EVERY),
+]
+
+
+def test_a_params_edit_makes_exactly_the_stages_reading_it_stale(smk_repo):
+    """Re-runs at key granularity: editing one key makes stale, under both tools, exactly the
+    stages that read it (and, for Snakemake, what follows them); a key of another dataset, of
+    the tracking store or of the cluster makes nothing stale. One key per distinct set of
+    reading stages, and the keys the issue names (evaluate.top_errors re-ran evaluate;
+    download.librispeech.timeout_s planned all ten synth jobs)."""
+    original = (smk_repo / "params.yaml").read_text()
+    run(["dvc", "commit", "--force", "--quiet"], cwd=smk_repo)  # whatever the earlier tests left: recorded
+    run(["snakemake", "--touch", "reports/synth_wer.md"], cwd=smk_repo, env=ENV)
+    assert stale_in_dvc(smk_repo) == set() and planned_jobs(smk_repo) == set()
+    wrong = []
+    try:
+        for key, value, stale, planned in PARAM_EDITS:
+            edit_params(smk_repo, _set(key, value))
+            seen = (stale_in_dvc(smk_repo), planned_jobs(smk_repo))
+            if seen != (stale, planned):
+                wrong.append(f"{key}: DVC {sorted(seen[0])} (expected {sorted(stale)}), "
+                             f"Snakemake {sorted(seen[1])} (expected {sorted(planned)})")
+            (smk_repo / "params.yaml").write_text(original)
+    finally:
+        (smk_repo / "params.yaml").write_text(original)
+    assert wrong == []
+    assert stale_in_dvc(smk_repo) == set() and planned_jobs(smk_repo) == set()
 
 
 @pytest.mark.parametrize("module, stale, planned", [

@@ -1,7 +1,7 @@
 """The MLflow UI, in a real browser, shows the runs the pipeline's tracking code writes.
 
 A fresh SQLite store gets ``train``, ``tune`` and ``evaluate`` runs through
-:class:`asrflow.pipeline.tracking.StageRun`; ``mlflow server`` serves it on 127.0.0.1 and Debian's
+:class:`asrflow.pipeline.tracking.StageRun`, nested under their invocation's parent run; ``mlflow server`` serves it on 127.0.0.1 and Debian's
 headless Chromium (``make system-deps``) renders the experiment's runs table and the evaluate
 run's page. Screenshots go to ``test-artifacts/`` (or ``$ASRFLOW_TEST_ARTIFACTS``).
 """
@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from asrflow.pipeline.tracking import StageRun
 from mlflow_browser import (artifacts_dir, assert_png, check_pipeline_runs_in_ui, chromium_binary,
-                            displayed_metric, metrics_visible, mlflow_server, runs_visible, visible_text)
+                            displayed_metric, metrics_visible, mlflow_server, run_links, runs_visible, visible_text)
 
 DATASET = "synth"
 EXPERIMENT = f"asrflow-{DATASET}"
 STAGES = ("train", "tune", "evaluate")
 BEAM_WER, GREEDY_WER = 4.5678, 7.0891
 NOT_LOGGED = "decode"  # a stage name that no run in the store has
+INVOCATION = "snakemake-5eed5eed0123"
+PARENT = "snakemake 5eed5eed"  # the parent run's name
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def store(tmp_path_factory, browser) -> dict:
     run_ids = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.setenv("ASRFLOW_INVOCATION", "browsertest-1")
+        mp.setenv("ASRFLOW_INVOCATION", INVOCATION)
         for stage in STAGES:
             run = StageRun(stage, DATASET, cfg)
             run.log_params({"stage": {"name": stage, "seed": 7}})
@@ -50,9 +53,14 @@ def store(tmp_path_factory, browser) -> dict:
                 run.log_metrics({"best_alpha": 0.5, "best_beta": 1.0, "dev_beam_wer": 9.25})
             else:
                 run.log_metrics({"test_beam_wer": BEAM_WER, "test_greedy_wer": GREEDY_WER})
+                run.log_headline({"test_beam_wer": BEAM_WER})
+                manifest = root / "test.parquet"
+                pd.DataFrame({"utt_id": ["u1", "u2"]}).to_parquet(manifest)
+                run.log_dataset(manifest, "test")
             run_ids[stage] = run.flush()
+            parent = run.parent_run_id
     exp = MlflowClient(tracking_uri=cfg["tracking_uri"]).get_experiment_by_name(EXPERIMENT)
-    return {**cfg, "root": root, "experiment_id": exp.experiment_id, "run_ids": run_ids}
+    return {**cfg, "root": root, "experiment_id": exp.experiment_id, "run_ids": run_ids, "parent": parent}
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +77,25 @@ def shots() -> Path:
     return d
 
 
-def test_experiment_page_lists_the_runs(store, server, shots):
+def test_experiment_page_lists_the_invocation_with_its_stage_runs_nested(store, server, shots):
+    # folded (the app's default): the invocation's parent run is the one row
+    links, dom = runs_visible(server, store["experiment_id"], [PARENT])
+    assert links == {store["parent"]: PARENT}, visible_text(dom)[:3000]
+    # the parent expanded: every stage run is a link named after its stage, pointing at that
+    # run's id, listed after its parent; nothing else is listed
     png = shots / "mlflow-ui-experiment-runs.png"
-    links, dom = runs_visible(server, store["experiment_id"], STAGES, png)
+    links, dom = runs_visible(server, store["experiment_id"], STAGES, png, expand=[store["parent"]])
     text = visible_text(dom)
-    # every run is a link named after its stage, pointing at that run's id; nothing else is listed
-    assert links == {store["run_ids"][s]: s for s in STAGES}, text[:3000]
+    assert links == {store["parent"]: PARENT, **{store["run_ids"][s]: s for s in STAGES}}, text[:3000]
+    assert list(run_links(dom, store["experiment_id"]))[0] == store["parent"]
+    assert f"{DATASET}/test" in text  # the evaluate run's manifest, in the Dataset column
     assert NOT_LOGGED not in links.values()
-    assert f"{len(STAGES)} matching runs" in text
     assert EXPERIMENT in text
     assert_png(png)
+    # the parent run's page holds the invocation's headline figure
+    metrics, dom = metrics_visible(server, store["experiment_id"], store["parent"], ["test_beam_wer"],
+                                   shots / "mlflow-ui-parent-run.png")
+    assert metrics == {"test_beam_wer": displayed_metric(BEAM_WER)}, visible_text(dom)[:3000]
 
 
 def test_run_page_shows_the_wer(store, server, shots):

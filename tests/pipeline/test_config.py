@@ -1,6 +1,14 @@
 """params.yaml as shipped; wrong and hostile params are tests/reliability/test_hostile_input.py."""
 
-from asrflow.pipeline.config import eval_splits, load_params
+import copy
+import json
+import pickle
+
+import pytest
+import yaml
+
+from asrflow.pipeline.config import (ParamsView, UndeclaredParamsRead, covers, dataset_splits, eval_splits,
+                                     load_params)
 from conftest import REPO
 
 
@@ -41,3 +49,37 @@ def test_config_types_have_no_defaults_of_their_own():
     assert dataclasses.asdict(built[BeamConfig]) == p["decode"]
     assert built[ManifestConfig].row_group_rows == p["manifest"]["row_group_rows"]
     assert built[ModelConfig].conv_strides == [tuple(s) for s in p["train"]["conv_strides"]]
+
+
+def test_params_view_records_the_keys_read_and_refuses_undeclared_ones():
+    """A stage reads params.yaml through a ParamsView: reading a leaf records its key, reading
+    a mapping as a whole records the mapping's key, and a key outside the declared ones stops
+    the stage with the key's name before it computes anything with it."""
+    p = load_params(REPO / "params.yaml")
+    view = ParamsView(p, ("train", "decode.beam_size", "datasets.synth.splits", "evaluate"), "tune")
+    assert view["decode"]["beam_size"] == p["decode"]["beam_size"]
+    assert view.reads == ["decode.beam_size"]  # going through `decode` on the way records nothing
+    assert dataset_splits(view, "synth") == p["datasets"]["synth"]["splits"]  # a deep copy: the whole mapping
+    cfg = {**view["evaluate"]}  # ** reads every key of the block
+    assert cfg == p["evaluate"] and type(cfg) is dict
+    assert view.reads == ["datasets.synth.splits", "decode.beam_size", "evaluate"]
+    with pytest.raises(UndeclaredParamsRead, match=r"stage 'tune' reads params key 'decode.mode', which the "
+                                                    r"pipeline definition does not declare"):
+        view["decode"]["mode"]
+    with pytest.raises(UndeclaredParamsRead, match=r"'decode'"):  # iterating a block depends on all of it
+        list(view["decode"])
+    with pytest.raises(UndeclaredParamsRead, match=r"'lm.order'"):
+        "order" in view["lm"]
+    assert view.reads == ["datasets.synth.splits", "decode.beam_size", "evaluate"]  # refused reads are not recorded
+    # what a stage keeps of it (a config in a checkpoint, a copy, a YAML dump) is a plain mapping
+    train = view["train"]
+    assert type(pickle.loads(pickle.dumps(train))) is dict and pickle.loads(pickle.dumps(train)) == p["train"]
+    assert type(copy.deepcopy(train)) is dict and yaml.safe_load(yaml.safe_dump(train)) == p["train"]
+    assert json.loads(json.dumps(train)) == p["train"]
+    # the whole configuration for the record, not as a read
+    assert view.unrecorded() == p and "mlflow" not in " ".join(view.reads)
+
+
+def test_covers():
+    assert covers(["train"], "train.lr") and covers(["train.lr"], "train.lr")
+    assert not covers(["train.lr"], "train") and not covers(["train"], "trainer.x") and not covers([], "seed")

@@ -127,6 +127,10 @@ def test_transcripts_equal_the_evaluate_stages_beam_search(assets, tmp_path):
     assert [r.text for r in results] == ref
     # the pyfunc interface: a DataFrame with a 'path' column, or a list of paths
     pyfunc = mlflow.pyfunc.load_model(str(assets["pkg"]))
+    # its signature (MLflow checks inputs against it): audio paths, a string column, in; the transcripts out
+    sig = pyfunc.metadata.signature
+    assert sig.inputs.to_dict() == [{"type": "string", "required": True}]
+    assert sig.outputs.input_names() == ["path", "text", "error"]
     out = pyfunc.predict(pd.DataFrame({"path": [str(p) for p in good]}))
     assert list(out.columns) == ["path", "text", "error"]
     assert out["text"].tolist() == ref and out["error"].tolist() == [None, None]

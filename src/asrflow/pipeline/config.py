@@ -160,3 +160,122 @@ def dataset_splits(params: dict[str, Any], dataset: str) -> dict[str, list[str]]
 def eval_splits(params: dict[str, Any], dataset: str) -> list[str]:
     """Names of the evaluated splits (those starting with 'test'), in params order."""
     return [s for s in dataset_splits(params, dataset) if s.startswith("test")]
+
+
+class UndeclaredParamsRead(ParamsError):
+    """A stage read a params.yaml key the pipeline definition does not declare for it."""
+
+
+def covers(declared: list[str] | tuple[str, ...], key: str) -> bool:
+    """Whether a read of ``key`` (a dotted path: a leaf, or a whole subtree) is within the
+    ``declared`` keys: the key itself, or one under a declared block."""
+    return any(key == d or key.startswith(d + ".") for d in declared)
+
+
+class ParamsView(dict):
+    """params.yaml as a stage reads it: the same nested mapping, which records the dotted key
+    of every value read and refuses a read outside the keys the stage declares.
+
+    Reading a leaf (``p["train"]["lr"]``, ``.get``) records that key; going through a mapping
+    on the way records nothing. What reads a mapping as a whole (iterating it, ``len``,
+    ``items()``/``values()``, ``**``, ``json.dumps``, :meth:`to_dict`) records the mapping's key,
+    since the stage then depends on everything under it. So the keys recorded are what the
+    stage's output can depend on, at the granularity the code reads them.
+
+    A dict subclass, so the library's ``isinstance(x, dict)`` checks hold; it pickles, copies
+    and dumps (YAML, JSON) as the plain mapping it wraps."""
+
+    def __init__(self, data: dict[str, Any], declared: tuple[str, ...] | None = None, stage: str = "",
+                 path: str = "", reads: set[str] | None = None) -> None:
+        self._path, self._declared, self._stage = path, declared, stage
+        self._reads = reads if reads is not None else set()
+        super().__init__({k: ParamsView(v, declared, stage, self._key(k), self._reads) if isinstance(v, dict) else v
+                          for k, v in data.items()})
+
+    def _key(self, k: Any) -> str:
+        return f"{self._path}.{k}" if self._path else str(k)
+
+    def _record(self, key: str) -> None:
+        if self._declared is not None and not covers(self._declared, key):
+            raise UndeclaredParamsRead(
+                f"stage '{self._stage}' reads params key '{key}', which the pipeline definition does not declare "
+                f"for it (src/asrflow/pipeline/definition.py; declared: {', '.join(self._declared) or 'none'}): "
+                "neither orchestrator would re-run it when that key changes")
+        self._reads.add(key)
+
+    @property
+    def reads(self) -> list[str]:
+        """The keys read so far through this view or any part of it, minimal: a key under a
+        recorded block is left out."""
+        keys = sorted(self._reads)
+        return [k for k in keys if not covers([d for d in keys if d != k], k)]
+
+    def __getitem__(self, k: Any) -> Any:
+        v = super().__getitem__(k)
+        if not isinstance(v, ParamsView):
+            self._record(self._key(k))
+        return v
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        return self[k] if dict.__contains__(self, k) else default
+
+    def __contains__(self, k: Any) -> bool:
+        present = dict.__contains__(self, k)
+        if present:
+            self[k]
+        return present
+
+    def _whole(self) -> None:
+        if self._path:
+            self._record(self._path)
+        else:  # the whole file
+            for k in dict.keys(self):
+                self._record(str(k))
+
+    def __iter__(self):
+        self._whole()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._whole()
+        return super().__len__()
+
+    def keys(self):
+        self._whole()
+        return super().keys()
+
+    def items(self):
+        self._whole()
+        return super().items()
+
+    def values(self):
+        self._whole()
+        return super().values()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain deep copy (recorded as a read of the whole mapping)."""
+        self._whole()
+        return self._plain()
+
+    def _plain(self) -> dict[str, Any]:
+        return {k: v._plain() if isinstance(v, ParamsView) else copy.deepcopy(v) for k, v in dict.items(self)}
+
+    def unrecorded(self) -> dict[str, Any]:
+        """The whole configuration as a plain mapping, *not* recorded as read: for recording the
+        run's configuration (MLflow params, the report's comparison), never for computing a product."""
+        return self._plain()
+
+    def copy(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return dict, (self.to_dict(),)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return self.to_dict()
+
+    def __or__(self, other: Any) -> dict[str, Any]:
+        return {**self.to_dict(), **other}
+
+
+yaml.SafeDumper.add_representer(ParamsView, lambda dumper, v: dumper.represent_dict(v.to_dict()))

@@ -40,7 +40,11 @@ class Stage:
     """One stage: its entry point ``stages/<name>.py`` takes ``args`` (option -> path, in
     command order); ``deps`` are the paths it reads, ``outs`` the products it writes (each
     also one of ``args``' values, or a file written beside one), ``params`` the params.yaml
-    keys it reads. A trailing '/' marks a directory. Its code dependencies are derived from
+    keys it reads (``{dataset}`` in a key: the dataset's own entry, so a key of another
+    dataset leaves the stage alone). A stage reads params.yaml through a view that refuses any
+    other key and records what it read (:class:`asrflow.pipeline.config.ParamsView`), so a
+    stage cannot depend on a key that neither orchestrator watches, and the pipeline's tests
+    check that it reads every key declared here. A trailing '/' marks a directory. Its code dependencies are derived from
     what its entry point imports (:func:`code_deps`). ``all_cores``: the stage uses every
     core it is given (Snakemake's ``threads``); ``resources``: extra Snakemake resources."""
 
@@ -54,6 +58,10 @@ class Stage:
     launcher: str = PY
     all_cores: bool = False
     resources: dict[str, int] = field(default_factory=dict)
+
+    def keys(self, dataset: str) -> list[str]:
+        """The params.yaml keys the stage reads for ``dataset``."""
+        return [k.replace("{dataset}", dataset) for k in self.params]
 
     @property
     def log(self) -> str:
@@ -166,13 +174,14 @@ REPORT_FILES = (".md", "_surface.png", "_curve.png", "_duration.png")
 STAGES: list[Stage] = [
     # synth: espeak-ng processes on every core; net: one download at a time per host
     Stage("download", {"out": f"{ARCH}/", "store": "downloads/{dataset}", "metrics": f"{MET}/download.json"},
-          deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets", "download", "features.sample_rate"],
+          deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets.{dataset}.splits", "download.{dataset}", "features.sample_rate"],
           metrics=[f"{MET}/download.json"], all_cores=True, resources={"net": 1}),
     # extraction, then header probes on every core. The conv front end's time geometry decides
     # which utterances are too short for their label.
     Stage("manifest", {"archives": f"{ARCH}/", "raw": RAW, "out": f"{MAN}/", "metrics": f"{MET}/manifest.json"},
           deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
-          params=["datasets", "manifest", "download.max_extracted_gb", "features.sample_rate", "features.hop_ms",
+          params=["datasets.{dataset}.splits", "manifest", "download.max_extracted_gb", "features.sample_rate",
+                  "features.hop_ms",
                   "train.conv_kernel", "train.conv_strides"],
           metrics=[f"{MET}/manifest.json"], all_cores=True),
     Stage("stats", {"manifests": f"{MAN}/", "out": STATS, "metrics": f"{MET}/stats.json"},
@@ -181,7 +190,7 @@ STAGES: list[Stage] = [
           deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"]),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},
-          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["datasets", "lm"], metrics=[f"{MET}/lm.json"]),
+          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["datasets.{dataset}.splits", "lm"], metrics=[f"{MET}/lm.json"]),
     # torch uses every core on CPU. One node: rendezvous on a free local port; several: the
     # same command on every node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
     Stage("train", {"manifests": f"{MAN}/", "stats": STATS, "vocab": VOCAB, "out": f"{MODEL}/",
@@ -194,13 +203,14 @@ STAGES: list[Stage] = [
     # one decoder process per core
     Stage("tune", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "cache": CACHE, "out": f"{TUNE}/",
                    "metrics": f"{MET}/tune.json", "plots": f"{PLOTS}/tune_grid.csv"},
-          deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune"],
+          deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune", "lm.char_order"],
           metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"], all_cores=True),
     Stage("evaluate", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "tune": f"{TUNE}/",
                        "cache": CACHE, "out": f"{EVAL}/", "metrics": f"{MET}/evaluate.json",
                        "plots": f"{PLOTS}/wer_by_duration.csv"},
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{EVAL}/"],
-          params=["datasets", "decode", "evaluate"], metrics=[f"{MET}/evaluate.json"],
+          params=["datasets.{dataset}.splits", "decode", "evaluate.max_utterances",
+                  "evaluate.duration_bins"], metrics=[f"{MET}/evaluate.json"],
           plots=[f"{PLOTS}/wer_by_duration.csv"]),
     # The model, its LM and tuned decoder settings as one MLflow model: saved here, logged to
     # the stage's MLflow run and registered as asrflow-<dataset> (a new version per run).
@@ -220,7 +230,7 @@ STAGES: list[Stage] = [
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
-          params=["evaluate.top_errors"], metrics=[f"{MET}/report.json"]),
+          params=["datasets.{dataset}.splits", "evaluate.top_errors"], metrics=[f"{MET}/report.json"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -267,7 +277,7 @@ def dvc_yaml() -> dict[str, Any]:
         entry: dict[str, Any] = {"cmd": launch_cmd(s.name),
                                  "deps": [_dvc(d) for d in s.all_deps]}
         if s.params:
-            entry["params"] = list(s.params)
+            entry["params"] = [_dvc(k) for k in s.params]
         entry["outs"] = [_dvc(o) for o in s.outs]
         if s.metrics:
             entry["metrics"] = [{_dvc(m): {"cache": False}} for m in s.metrics]
@@ -342,9 +352,15 @@ def smk_resources(name: str, config: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def smk_params(name: str, config: dict[str, Any]) -> str:
-    """The params slice a stage reads, as canonical JSON (Snakemake re-runs a rule when it changes)."""
-    return json.dumps({k: lookup(config, k) for k in stage(name).params}, sort_keys=True)
+def smk_params(name: str, config: dict[str, Any], dataset: str) -> str:
+    """The values of the keys a stage reads for ``dataset``, as canonical JSON (Snakemake
+    re-runs a rule when it changes)."""
+    return json.dumps({k: lookup(config, k) for k in stage(name).keys(dataset)}, sort_keys=True)
+
+
+def smk_values(name: str, config: dict[str, Any]) -> Callable[[Any], str]:
+    """A rule's ``params.values``: :func:`smk_params` for the job's dataset wildcard."""
+    return lambda wildcards: smk_params(name, config, wildcards.dataset)
 
 
 def overridden_keys(config: dict[str, Any], params_path: str | Path) -> list[str]:

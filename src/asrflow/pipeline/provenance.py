@@ -48,7 +48,7 @@ def stamp(name: str, dataset: str, params: dict[str, Any], root: str | Path = ".
           cache: HashCache | None = None) -> dict[str, Any]:
     """The stamp of stage ``name``'s run that just wrote its products (``root``-relative paths)."""
     root, cache = Path(root), cache or HashCache()
-    return {"params": {k: lookup(params, k) for k in stage(name).params},
+    return {"params": {k: lookup(params, k) for k in stage(name).keys(dataset)},
             "code": {f: cache.md5(root / f) for f in _code(name)},
             "products": {p: dvc_hash(root / p, cache) for p in _products(name, dataset)}}
 
@@ -82,7 +82,7 @@ def _leaf_differences(key: str, was: Any, now: Any) -> list[tuple[str, Any, Any]
 def _differences(recorded: dict[str, Any], name: str, dataset: str, params: dict[str, Any], root: Path,
                  cache: HashCache) -> list[str]:
     out = []
-    for key in stage(name).params:
+    for key in stage(name).keys(dataset):
         was = recorded.get("params", {}).get(key, "<not recorded>")
         out += [f"made with {k}={_short(a)}, params.yaml says {_short(b)}"
                 for k, a, b in _leaf_differences(key, was, lookup(params, key))]
@@ -109,9 +109,9 @@ def stale_stages(params: dict[str, Any], root: str | Path = ".") -> list[Stale]:
     return survey(params, root)[0]
 
 
-def survey(params: dict[str, Any], root: str | Path = ".") -> tuple[list[Stale], list[tuple[str, list[str]]]]:
+def survey(params: dict[str, Any], root: str | Path = ".") -> tuple[list[Stale], list[tuple[str, str, list[str]]]]:
     """The stale stages (:func:`stale_stages`), and for every other stage with a stamp, its
-    name and the paths of all its outputs: products the stamp vouches for as made under
+    name, dataset and the paths of all its outputs: products the stamp vouches for as made under
     params.yaml's values and the present code, by whichever orchestrator. A stage with a
     product missing is left out: both orchestrators run it anyway. File hashes are cached
     by (path, size, mtime, inode), so only files that changed are read."""
@@ -136,7 +136,7 @@ def survey(params: dict[str, Any], root: str | Path = ".") -> tuple[list[Stale],
             if reasons:
                 stale.append(Stale(s.name, dataset, reasons))
             else:
-                vouched.append((s.name, [o.replace("{dataset}", dataset).rstrip("/") for o in s.all_outs]))
+                vouched.append((s.name, dataset, [o.replace("{dataset}", dataset).rstrip("/") for o in s.all_outs]))
         if cache.entries and (root / "cache" / dataset).is_dir():
             cache.save()
     return stale, vouched

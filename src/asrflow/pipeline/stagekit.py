@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from asrflow.common.files import write_json
 from asrflow.common.logfile import LogTee
-from asrflow.pipeline.config import ParamsError, check_dataset, load_params
+from asrflow.pipeline.config import ParamsError, ParamsView, check_dataset, load_params
 from asrflow.pipeline.definition import lookup, stage
 from asrflow.pipeline.provenance import KEY as PROVENANCE, hash_cache, stamp
 from asrflow.pipeline.tracking import INVOCATION_ENV, StageRun, TrackingUnavailable, check_store, redact
@@ -154,12 +154,16 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
     except TrackingUnavailable as e:  # the message names the store with its password redacted
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2
-    tracker = StageRun(name, args.dataset, params["mlflow"])
-    tracker.log_params({k: lookup(params, k) for k in stage(name).params})
+    tracker = StageRun(name, args.dataset, params["mlflow"], params_file=args.params)
+    keys = stage(name).keys(args.dataset)
+    tracker.log_params({k: lookup(params, k) for k in keys})
     tracker.log_params({"dataset": args.dataset})
+    # the stage reads params.yaml through a view that refuses keys it does not declare and
+    # records those it reads (into the lineage record); the machinery here reads `params`
+    view = ParamsView(params, tuple(keys), name)
     # only rank 0 writes outputs (torchrun's other ranks keep the final paths and write nothing)
     outputs = Outputs(name, args) if master else None
-    ctx = Context(name, args, params, args.dataset, tracker, master, outputs)
+    ctx = Context(name, args, view, args.dataset, tracker, master, outputs)
     t0 = time.perf_counter()
     try:
         if outputs:
@@ -198,7 +202,8 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
         record = {"mlflow_run_id": run_id, "git_commit": tracker.tags.get("mlflow.source.git.commit"),
                   "git_dirty": tracker.tags.get("asrflow.git_dirty") == "true",
                   "invocation": tracker.tags.get(INVOCATION_ENV.lower()), **tracker.outputs}
-        record[PROVENANCE] = _stamp(name, args.dataset, ctx)
+        record["params_read"] = view.reads
+        record[PROVENANCE] = _stamp(name, args.dataset, params, ctx)
         write_json(args.lineage_file, _merge(_merge(record, ctx.lineage), other))
     if getattr(args, "metrics", None):  # last: a finished stage
         write_json(args.metrics, figures)
@@ -206,12 +211,12 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
     return 0
 
 
-def _stamp(name: str, dataset: str, ctx: Context) -> dict[str, Any] | None:
+def _stamp(name: str, dataset: str, params: dict[str, Any], ctx: Context) -> dict[str, Any] | None:
     """The run's provenance stamp (asrflow.pipeline.provenance); None, with a warning, if the
     products cannot be hashed: the Snakefile then names the stage as unstamped (not forced)."""
     cache = hash_cache(dataset)  # shared with the report and the Snakefile's check
     try:
-        stamped = stamp(name, dataset, ctx.params, cache=cache)
+        stamped = stamp(name, dataset, params, cache=cache)
         cache.save()
         return stamped
     except OSError as e:

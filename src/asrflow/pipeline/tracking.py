@@ -1,15 +1,23 @@
-"""MLflow tracking for stages: one run per stage, grouped per pipeline invocation.
+"""MLflow tracking for stages: one run per stage, nested under one parent run per pipeline invocation.
 
-A stage collects params, metrics and artifacts while it works and writes them in one
-batch when it ends. With a SQLite store, writers from parallel stages (``snakemake -j 8``)
-are serialised through an advisory file lock beside the database, so none fails with
-"database is locked" and none is lost.
+A stage collects params, metrics, artifacts and the manifests it read while it works and
+writes them in one batch when it ends. With a SQLite store, writers from parallel stages
+(``snakemake -j 8``) are serialised through an advisory file lock beside the database, so
+none fails with "database is locked" and none is lost.
+
+Every invocation (one ``snakemake`` call, one ``dvc repro``, one ``dvc exp run``) gets a
+parent run, named after the DVC experiment in a ``dvc exp run``; each stage run is nested
+under it (MLflow's ``mlflow.parentRunId`` tag), and the parent holds what compares one
+invocation with another: the headline figures (test WER/CER per split and decoder, dev WER,
+alpha, beta), the params the stages read and the params changed against git HEAD. The
+experiment opens in MLflow's "Model training" view (``mlflow.experimentKind``).
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import os
 import re
 import socket
@@ -23,6 +31,15 @@ from asrflow.pipeline.lineage import commit_label, git_state
 
 INVOCATION_ENV = "ASRFLOW_INVOCATION"
 ORCHESTRATORS = ("snakemake", "dvc")
+#: the stage runs' tag naming their invocation (``asrflow_invocation``)
+STAGE_INVOCATION_TAG = INVOCATION_ENV.lower()
+#: the parent run's tag naming the invocation it groups (stage runs do not carry it)
+PARENT_TAG = "asrflow.invocation"
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's nesting tag: the runs table folds children under it
+#: MLflow 3's experiment kind: "custom_model_development" opens it in the "Model training" view
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+#: registered-model aliases: ``candidate`` on every new version, ``champion`` on the best dev WER
+CANDIDATE, CHAMPION = "candidate", "champion"
 
 
 # user:password in a URL's authority (http://alice:s3cret@host, postgresql://u:p@db/...)
@@ -40,6 +57,11 @@ def redact(text: str) -> str:
 def safe_params(params: dict[str, str]) -> dict[str, str]:
     """Flattened params as they may be recorded: secret-named keys masked, URL passwords redacted."""
     return {k: "***" if SECRET_KEY.search(k.rsplit(".", 1)[-1]) else redact(v) for k, v in params.items()}
+
+
+def is_number(value: Any) -> bool:
+    """A value MLflow records as a metric: an int or float (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -143,31 +165,118 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-class StageRun:
-    """Collects what a stage wants recorded; :meth:`flush` writes one MLflow run."""
+def parent_run_name(invocation: str) -> str:
+    """The parent run's name: the DVC experiment's in a ``dvc exp run`` (DVC sets ``DVC_EXP_NAME``
+    for the stage commands), else the orchestrator and a short id (``snakemake 3f2a9c1e``,
+    ``dvc repro 0b7d51aa``); an ``ASRFLOW_INVOCATION`` set by hand names it as it is."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return os.environ["DVC_EXP_NAME"]
+    head, _, rest = invocation.partition("-")
+    if head not in ORCHESTRATORS:
+        return invocation
+    short = rest[:8] if re.fullmatch(r"[0-9a-f]{8,}", rest) else hashlib.sha1(invocation.encode()).hexdigest()[:8]
+    return f"{'dvc repro' if head == 'dvc' else head} {short}"
 
-    def __init__(self, stage: str, dataset: str, cfg: dict[str, Any]):
+
+def changed_params(params_file: str | Path) -> dict[str, tuple[str | None, str | None]] | None:
+    """``{flattened key: (value at git HEAD, value now)}`` for the params that differ between
+    ``params_file`` and its committed version (what ``dvc exp run -S`` changed); secrets
+    masked as MLflow records them. None when the file is not in a git repository at HEAD."""
+    import subprocess
+
+    import yaml
+
+    path = Path(params_file).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True,
+                             text=True)
+        if top.returncode != 0:
+            return None
+        rel = path.relative_to(Path(top.stdout.strip()).resolve()).as_posix()
+        old = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=path.parent, capture_output=True, text=True)
+        if old.returncode != 0:
+            return None
+        before = safe_params(flatten(yaml.safe_load(old.stdout) or {}))
+        now = safe_params(flatten(yaml.safe_load(path.read_text()) or {}))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return {k: (before.get(k), now.get(k)) for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)}
+
+
+def describe_changes(changes: dict[str, tuple[str | None, str | None]] | None) -> str:
+    """``changed_params`` as one line: ``train.lr: 0.0015 → 0.002; ...`` (or why there is none)."""
+    if changes is None:
+        return "(unknown: params file not committed in git)"
+    if not changes:
+        return "(none: params as committed at HEAD)"
+    return "; ".join(f"{k}: {'(absent)' if a is None else a} → {'(absent)' if b is None else b}"
+                     for k, (a, b) in changes.items())
+
+
+def _quote(value: str) -> str:
+    """``value`` as a string literal of MLflow's search syntax."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+class StageRun:
+    """Collects what a stage wants recorded; :meth:`flush` writes one MLflow run, nested under
+    its invocation's parent run (found or created in the same locked batch).
+
+    ``params_file``: the params.yaml the stage read (the stages pass it): its changes against
+    git HEAD go on the parent run, and manifest digests use the project's shared hash cache.
+    """
+
+    def __init__(self, stage: str, dataset: str, cfg: dict[str, Any], params_file: str | Path | None = None):
         self.stage, self.dataset, self.cfg = stage, dataset, cfg
+        self.params_file = Path(params_file) if params_file else None
         self.params: dict[str, str] = {}
         self.metrics: list[tuple[str, float, int]] = []
+        self.headline: dict[str, float] = {}  # figures for the parent run
         self.artifacts: list[Path] = []
-        self.tags = {"asrflow.stage": stage, "asrflow.dataset": dataset, INVOCATION_ENV.lower(): invocation_id()}
+        self.datasets: list[tuple[str, str, str, str]] = []  # (name, digest, source, context)
+        invocation = invocation_id()
+        self.tags = {"asrflow.stage": stage, "asrflow.dataset": dataset, STAGE_INVOCATION_TAG: invocation,
+                     "mlflow.source.name": f"stages/{stage}.py", "mlflow.source.type": "LOCAL"}
         git = git_state()
+        self.git = git
         if git.commit:  # MLflow's own tag (the UI shows it), plus whether the tree had uncommitted changes
             self.tags.update({"mlflow.source.git.commit": git.commit, "asrflow.git_dirty": str(git.dirty).lower()})
         self.start_ms = int(time.time() * 1000)
         self.run_id: str | None = None
+        self.parent_run_id: str | None = None
         self.models: list[tuple[Path, str]] = []
-        self.outputs: dict[str, Any] = {}  # what flush learnt: registered model version and URI
+        self.annotations: list[tuple[str, int, dict[str, float], float]] = []
+        self.outputs: dict[str, Any] = {}  # what flush learnt: registered model version and URI, aliases
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.params.update(safe_params(flatten(params)))
 
     def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None:
         for k, v in metrics.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            self.metrics.append((k, float(v), step))
+            if is_number(v):
+                self.metrics.append((k, float(v), step))
+
+    def log_headline(self, metrics: dict[str, Any]) -> None:
+        """Figures that compare one invocation with another (test WER/CER, dev WER, alpha/beta):
+        logged on the parent run when this run is flushed as finished."""
+        self.headline.update({k: float(v) for k, v in metrics.items() if is_number(v)})
+
+    def log_dataset(self, path: str | Path, context: str) -> None:
+        """Record a manifest the stage read as an MLflow dataset input (the runs table's
+        "Dataset" column): named ``<dataset>/<file stem>``, its digest the file's MD5 (what
+        DVC records for it), its source the path, ``context`` the split (``train``, ``dev``)."""
+        from asrflow.pipeline.lineage import HashCache
+
+        p = Path(path)
+        if self.params_file is not None:  # a pipeline stage: the hash cache the stages share
+            from asrflow.pipeline.provenance import hash_cache
+            cache = hash_cache(self.dataset, self.params_file.resolve().parent)
+        else:
+            cache = HashCache()
+        digest = cache.md5(p)
+        if self.params_file is not None:
+            cache.save()
+        self.datasets.append((f"{self.dataset}/{p.stem}", digest, str(path), context))
 
     def log_artifact(self, path: str | Path) -> None:
         self.artifacts.append(Path(path))
@@ -177,37 +286,44 @@ class StageRun:
 
     def register_model(self, package: str | Path, name: str) -> None:
         """Log an MLflow model directory to this run (as ``model/``) and register it under
-        ``name`` when the run is flushed; the new version lands in :attr:`outputs`."""
+        ``name`` when the run is flushed (described by commit and params, alias ``candidate``);
+        the new version lands in :attr:`outputs`."""
         self.models.append((Path(package), name))
 
+    def annotate_model_version(self, register: dict[str, Any], evaluate: dict[str, Any], dev_wer: float) -> None:
+        """When the run is flushed as finished: tag the version the register stage made
+        (``register``: its lineage record, ``model_name`` and ``model_version``) with the test
+        WER/CER per split and decoder (``evaluate``: its metrics, nested by split) and
+        ``dev_wer``, and move the ``champion`` alias to it if ``dev_wer`` is strictly below the
+        current champion's (or there is none)."""
+        figs = {f"{split}_{k}": float(v) for split, m in evaluate.items() if isinstance(m, dict)
+                for k, v in m.items() if k.endswith(("_wer", "_cer")) and is_number(v)}
+        self.annotations.append((register["model_name"], int(register["model_version"]), figs, float(dev_wer)))
+
     def flush(self, status: str = "FINISHED") -> str:
-        """Write the run (params, metrics, tags, artifacts) in one locked batch; return its id."""
-        from mlflow.entities import Metric, Param
+        """Write the run (params, metrics, tags, datasets, artifacts) in one locked batch, nested
+        under the invocation's parent run, and update the parent; return the run's id."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
         from mlflow.tracking import MlflowClient
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         uri = tracking_uri(self.cfg)
-        experiment = f"asrflow-{self.dataset}"
         with _store_lock(uri):
             client = MlflowClient(tracking_uri=uri)
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                location = None  # a tracking server decides where artifacts go
-                if not uri.startswith(("http://", "https://")):
-                    root = Path(self.cfg["artifact_root"]).resolve()
-                    root.mkdir(parents=True, exist_ok=True)
-                    location = root.as_uri()
-                exp_id = client.create_experiment(experiment, artifact_location=location)
-            else:
-                exp_id = exp.experiment_id
-            run = client.create_run(exp_id, start_time=self.start_ms, tags=self.tags, run_name=self.stage)
+            exp_id = self._experiment(client, uri)
+            tags = dict(self.tags)
+            if not tags[STAGE_INVOCATION_TAG].startswith("standalone-"):  # a stage run by hand stands alone
+                self.parent_run_id = self._parent(client, exp_id)
+                tags[PARENT_RUN_ID] = self.parent_run_id
+            run = client.create_run(exp_id, start_time=self.start_ms, tags=tags, run_name=self.stage)
             now = int(time.time() * 1000)
             params = [Param(k, v[:6000]) for k, v in sorted(self.params.items())]
             metrics = [Metric(k, v, now, s) for k, v, s in self.metrics]
-            # MLflow's limits per log_batch call: 100 params, 1000 metrics
-            for i in range(0, len(params), 100):
-                client.log_batch(run.info.run_id, params=params[i:i + 100])
-            for i in range(0, len(metrics), 1000):
-                client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+            _log_batches(client, run.info.run_id, params, metrics)
+            if self.datasets:
+                client.log_inputs(run.info.run_id, [
+                    DatasetInput(Dataset(name, digest, "local", source), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+                    for name, digest, source, context in self.datasets])
             for a in self.artifacts:
                 if a.is_dir():
                     client.log_artifacts(run.info.run_id, str(a), a.name)
@@ -216,16 +332,137 @@ class StageRun:
             if status == "FINISHED":
                 for package, name in self.models:
                     self._register(client, run, package, name)
+                for annotation in self.annotations:
+                    self._annotate(client, *annotation)
             client.set_terminated(run.info.run_id, status=status)
+            if self.parent_run_id:
+                self._update_parent(client, status)
         self.run_id = run.info.run_id
         return self.run_id
+
+    def _experiment(self, client: Any, uri: str) -> str:
+        exp = client.get_experiment_by_name(f"asrflow-{self.dataset}")
+        if exp is None:
+            location = None  # a tracking server decides where artifacts go
+            if not uri.startswith(("http://", "https://")):
+                root = Path(self.cfg["artifact_root"]).resolve()
+                root.mkdir(parents=True, exist_ok=True)
+                location = root.as_uri()
+            return client.create_experiment(f"asrflow-{self.dataset}", artifact_location=location,
+                                            tags=dict([EXPERIMENT_KIND]))
+        if EXPERIMENT_KIND[0] not in exp.tags:  # made before the kind was set (or by hand): leave a kind chosen in the UI
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+        return exp.experiment_id
+
+    def _parent(self, client: Any, exp_id: str) -> str:
+        """The id of the invocation's parent run, created if no stage made it yet.
+
+        With SQLite the store lock makes search-then-create atomic: one parent per invocation.
+        A tracking server has no shared lock, so two stages finishing at the same moment can
+        both find none and both create one; each then searches again and keeps the oldest
+        (by start time, then run id), deleting the one it made if that lost. A third stage
+        that looked between the two creations may still nest under the deleted one (the
+        stage runs' ``asrflow_invocation`` tag groups them exactly either way)."""
+        invocation = self.tags[STAGE_INVOCATION_TAG]
+
+        def oldest() -> Any:
+            runs = client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = {_quote(invocation)}",
+                                      max_results=100)
+            return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)) if runs else None
+
+        found = oldest()
+        if found is not None:
+            return found.info.run_id
+        exp_name = os.environ.get("DVC_EXP_NAME")
+        changes = changed_params(self.params_file) if self.params_file else None
+        orchestrator = invocation.partition("-")[0]
+        tags = {PARENT_TAG: invocation, "asrflow.dataset": self.dataset,
+                "asrflow.changed_params": describe_changes(changes)[:5000],
+                "mlflow.source.name": {"snakemake": "Snakefile", "dvc": "dvc.yaml"}.get(orchestrator, "asrflow"),
+                "mlflow.source.type": "LOCAL",
+                "mlflow.note.content": f"One pipeline invocation ({invocation}); its stage runs are nested under "
+                                       f"this run. Params changed against git HEAD: {describe_changes(changes)}"[:5000]}
+        if orchestrator in ORCHESTRATORS:
+            tags["asrflow.orchestrator"] = orchestrator
+        if exp_name:
+            tags.update({"asrflow.dvc_experiment": exp_name,
+                         "asrflow.dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")})
+        for key in ("mlflow.source.git.commit", "asrflow.git_dirty"):
+            if key in self.tags:
+                tags[key] = self.tags[key]
+        mine = client.create_run(exp_id, start_time=self.start_ms, tags=tags, run_name=parent_run_name(invocation))
+        winner = oldest()
+        if winner is not None and winner.info.run_id != mine.info.run_id:  # lost a race (tracking server only)
+            client.delete_run(mine.info.run_id)
+            return winner.info.run_id
+        return mine.info.run_id
+
+    def _update_parent(self, client: Any, status: str) -> None:
+        """The stage's params and headline figures onto the parent, and its status: FINISHED
+        (ended now) after each stage that finished, so an invocation that stops short of the
+        report is not left RUNNING forever; FAILED or KILLED, for good, once a stage was."""
+        from mlflow.entities import Metric, Param
+
+        parent = client.get_run(self.parent_run_id)
+        have = parent.data.params
+        params = {k: v[:6000] for k, v in self.params.items()}
+        differ = sorted(k for k, v in params.items() if k in have and have[k] != v)
+        new = [Param(k, v) for k, v in sorted(params.items()) if k not in have]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in sorted(self.headline.items())] if status == "FINISHED" else []
+        _log_batches(client, self.parent_run_id, new, metrics)
+        if differ:  # params are immutable in MLflow: a stage that read other values says so
+            old = parent.data.tags.get("asrflow.params_differ", "")
+            keys = sorted(set(filter(None, old.split(", "))) | {f"{self.stage}:{k}" for k in differ})
+            client.set_tag(self.parent_run_id, "asrflow.params_differ", ", ".join(keys)[:5000])
+        if status != "FINISHED":
+            client.set_terminated(self.parent_run_id, status=status, end_time=now)
+        elif parent.info.status not in ("FAILED", "KILLED"):
+            client.set_terminated(self.parent_run_id, status="FINISHED", end_time=now)
 
     def _register(self, client: Any, run: Any, package: Path, name: str) -> None:
         client.log_artifacts(run.info.run_id, str(package), "model")
         _ensure_registered_model(client, name)
         version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                              tags={"asrflow.dataset": self.dataset})
+                                              tags={"asrflow.dataset": self.dataset},
+                                              description=self._version_description())
+        client.set_registered_model_alias(name, CANDIDATE, version.version)
         self.outputs.update({"model_version": int(version.version), "model_uri": f"models:/{name}/{version.version}"})
+
+    def _version_description(self) -> str:
+        commit = self.tags.get("mlflow.source.git.commit")
+        built = f"git commit {commit}" + (" with uncommitted changes" if self.git.dirty else "") if commit \
+            else "no git commit"
+        changes = describe_changes(changed_params(self.params_file)) if self.params_file else "(unknown)"
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return (f"Built from {built} (invocation {self.tags[STAGE_INVOCATION_TAG]}, parent run "
+                f"{self.parent_run_id or '-'}). Params changed against HEAD: {changes}. "
+                f"Register's params: {settings}.")[:5000]
+
+    def _annotate(self, client: Any, name: str, version: int, figures: dict[str, float], dev_wer: float) -> None:
+        from mlflow.exceptions import MlflowException
+
+        for k, v in {**figures, "dev_wer": dev_wer}.items():
+            client.set_model_version_tag(name, str(version), k, repr(v))
+        try:
+            champion = client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:  # no champion yet
+            champion = None
+        best = champion.tags.get("dev_wer") if champion is not None else None
+        # a champion with no recorded dev WER (registered before the tag existed) cannot be compared: replaced
+        moved = champion is None or (int(champion.version) != version and (best is None or dev_wer < float(best)))
+        if moved:
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        self.outputs.update({"champion_version": version if moved else int(champion.version),
+                             "champion_moved": moved})
+
+
+def _log_batches(client: Any, run_id: str, params: list[Any], metrics: list[Any]) -> None:
+    # MLflow's limits per log_batch call: 100 params, 1000 metrics
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
 def _ensure_registered_model(client: Any, name: str) -> None:

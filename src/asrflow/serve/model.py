@@ -111,6 +111,8 @@ class AsrflowModel:
         of paths is accepted too). Returns a DataFrame with ``path``, ``text`` and ``error``
         (None on success), one row per input path, in order."""
         if isinstance(model_input, pd.DataFrame):
+            if "path" not in model_input.columns and list(model_input.columns) == [0]:
+                model_input = model_input.rename(columns={0: "path"})  # a list, as the signature made it a frame
             if "path" not in model_input.columns:
                 raise ValueError(f"model input needs a 'path' column; it has {list(model_input.columns)}")
             paths = model_input["path"].tolist()

@@ -26,9 +26,20 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
 
 from asrflow.data.archives import link_or_copy
 from asrflow.serve.settings import CHECKPOINT, DATA_DIR, DECODER, LM_FILES, LOADER_MODULE, DecoderSettings
+
+#: What ``predict`` takes and gives, for MLflow's model page and input checks: audio file paths
+#: (a string column, given as a DataFrame's ``path`` column or a plain list of paths) to a
+#: frame of ``path``, ``text`` (the transcript) and ``error`` (None on success). Its input
+#: column is unnamed so both forms pass MLflow's schema enforcement.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.string)]),
+    outputs=Schema([ColSpec(DataType.string, "path"), ColSpec(DataType.string, "text"),
+                    ColSpec(DataType.string, "error", required=False)]))
 
 #: Distributions the model needs at load time (besides asrflow itself), pinned to the
 #: versions installed when it was packaged.
@@ -50,9 +61,9 @@ def pinned_requirements() -> list[str]:
 
 @contextmanager
 def _quiet_mlflow() -> Iterator[None]:
-    """Silence what MLflow says about choices made here on purpose: no signature or input example
-    (``predict`` takes a DataFrame with a ``path`` column or a plain list of paths, and an
-    example would need an audio file), and artifact copy progress bars."""
+    """Silence what MLflow says about choices made here on purpose: no input example (an
+    example would need an audio file; :data:`SIGNATURE` says what ``predict`` takes), and
+    artifact copy progress bars."""
     class _Drop(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             msg = record.getMessage()
@@ -116,7 +127,7 @@ def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path,
         with _quiet_mlflow():
             mlflow.pyfunc.save_model(
                 path=str(pkg), loader_module=LOADER_MODULE, data_path=str(data),
-                pip_requirements=pinned_requirements(),
+                pip_requirements=pinned_requirements(), signature=SIGNATURE,
                 metadata={"asrflow_version": _asrflow_version(), "decode_mode": settings.mode,
                           "sample_rate": sample_rate, "vocab_size": vocab_size})
         if out_dir.exists() or out_dir.is_symlink():
