@@ -12,7 +12,7 @@ UV_VER     := 0.13.9
 KENLM_DIR  := .tools/kenlm
 APT_PKGS   := sox libsox-fmt-all espeak-ng build-essential cmake zlib1g-dev libbz2-dev liblzma-dev \
               libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev git \
-              chromium-headless-shell
+              chromium-headless-shell slurm-wlm munge postgresql
 # Tools the pipeline calls are found on PATH: the venv's (snakemake, dvc, torchrun) and KenLM's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(KENLM_DIR)/bin:$(PATH)
 JOBS       ?= $(shell nproc)
@@ -26,7 +26,9 @@ DATASET    ?= synth
 install: system-deps $(VENV)/.installed $(KENLM_DIR)/bin/lmplz
 
 # Debian packages: espeak-ng + sox make the synth corpus; chromium-headless-shell is the browser
-# the MLflow UI test drives; the rest builds KenLM.
+# the MLflow UI test drives; slurm-wlm, munge and postgresql are the cluster and tracking store
+# tests/test_cluster.py starts (tests/cluster.py: nothing is started as a system service); the
+# rest builds KenLM.
 system-deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

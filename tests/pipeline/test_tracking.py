@@ -101,7 +101,7 @@ def test_parent_named_after_the_dvc_experiment_lists_changed_params_and_fails_wi
     p = parent[0]
     assert p.info.run_name == "lofty-lr" and p.data.tags["asrflow.dvc_experiment"] == "lofty-lr"
     assert p.data.tags["asrflow.changed_params"] == "api_token: (absent) → ***; train.lr: 0.0015 → 0.002"
-    assert p.data.params["train.lr"] == "0.002" and p.data.tags["asrflow.params_differ"] == "tune:train.lr"
+    assert p.data.params["train.lr"] == "0.002" and p.data.tags["asrflow.params_differ.tune"] == "train.lr"
     # a failed stage fails the invocation for good; a later stage's figures still land
     assert p.info.status == "FAILED" and p.data.metrics == {"test_beam_wer": 9.0}
 

@@ -341,6 +341,8 @@ class StageRun:
         return self.run_id
 
     def _experiment(self, client: Any, uri: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         exp = client.get_experiment_by_name(f"asrflow-{self.dataset}")
         if exp is None:
             location = None  # a tracking server decides where artifacts go
@@ -348,8 +350,13 @@ class StageRun:
                 root = Path(self.cfg["artifact_root"]).resolve()
                 root.mkdir(parents=True, exist_ok=True)
                 location = root.as_uri()
-            return client.create_experiment(f"asrflow-{self.dataset}", artifact_location=location,
-                                            tags=dict([EXPERIMENT_KIND]))
+            try:
+                return client.create_experiment(f"asrflow-{self.dataset}", artifact_location=location,
+                                                tags=dict([EXPERIMENT_KIND]))
+            except MlflowException as e:  # a tracking server has no shared lock: another stage made it first
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = client.get_experiment_by_name(f"asrflow-{self.dataset}")
         if EXPERIMENT_KIND[0] not in exp.tags:  # made before the kind was set (or by hand): leave a kind chosen in the UI
             client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
@@ -400,24 +407,36 @@ class StageRun:
     def _update_parent(self, client: Any, status: str) -> None:
         """The stage's params and headline figures onto the parent, and its status: FINISHED
         (ended now) after each stage that finished, so an invocation that stops short of the
-        report is not left RUNNING forever; FAILED or KILLED, for good, once a stage was."""
-        from mlflow.entities import Metric, Param
+        report is not left RUNNING forever; FAILED or KILLED, for good, once a stage was.
 
-        parent = client.get_run(self.parent_run_id)
-        have = parent.data.params
+        Stages of one invocation log the same params to the parent, at the same moment under
+        a tracking server (no shared lock): a batch that meets another stage's write is
+        retried against the parent as it is then. A value that differs from the one already
+        there (params.yaml edited during the invocation; MLflow params cannot change) is
+        named in the stage's own tag, ``asrflow.params_differ.<stage>``."""
+        from mlflow.entities import Metric, Param
+        from mlflow.exceptions import MlflowException
+
         params = {k: v[:6000] for k, v in self.params.items()}
+        for attempt in range(5):
+            have = client.get_run(self.parent_run_id).data.params
+            try:
+                _log_batches(client, self.parent_run_id, [Param(k, v) for k, v in sorted(params.items())
+                                                          if k not in have], [])
+                break
+            except MlflowException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         differ = sorted(k for k, v in params.items() if k in have and have[k] != v)
-        new = [Param(k, v) for k, v in sorted(params.items()) if k not in have]
+        if differ:
+            client.set_tag(self.parent_run_id, f"asrflow.params_differ.{self.stage}", ", ".join(differ)[:5000])
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in sorted(self.headline.items())] if status == "FINISHED" else []
-        _log_batches(client, self.parent_run_id, new, metrics)
-        if differ:  # params are immutable in MLflow: a stage that read other values says so
-            old = parent.data.tags.get("asrflow.params_differ", "")
-            keys = sorted(set(filter(None, old.split(", "))) | {f"{self.stage}:{k}" for k in differ})
-            client.set_tag(self.parent_run_id, "asrflow.params_differ", ", ".join(keys)[:5000])
         if status != "FINISHED":
             client.set_terminated(self.parent_run_id, status=status, end_time=now)
-        elif parent.info.status not in ("FAILED", "KILLED"):
+            return
+        _log_batches(client, self.parent_run_id, [], [Metric(k, v, now, 0) for k, v in sorted(self.headline.items())])
+        if client.get_run(self.parent_run_id).info.status not in ("FAILED", "KILLED"):
             client.set_terminated(self.parent_run_id, status="FINISHED", end_time=now)
 
     def _register(self, client: Any, run: Any, package: Path, name: str) -> None:
