@@ -11,6 +11,7 @@
 
 import os
 import sys
+import time
 import uuid
 
 from snakemake.exceptions import WorkflowError
@@ -121,6 +122,16 @@ for _stage in P.STAGES:
         threads: ALL_CORES if _stage.all_cores else 1
         resources: **_stage.resources, **P.smk_resources(_stage.name, config)
         shell: P.SMK_SHELL
+
+
+_STARTED = time.time()
+
+onerror:
+    # A Slurm job stopped at its time limit says so only in its own log: name the knob.
+    for _name, _minutes in P.timed_out_jobs(config, _STARTED):
+        print(f"asrflow: Slurm stopped the {_name} job at its time limit ({_minutes} min): raise "
+              f"cluster.{_name}.runtime in params.yaml (minutes; a stage's entry overrides cluster.default)",
+              file=sys.stderr)
 
 
 onsuccess:

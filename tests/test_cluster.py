@@ -1,7 +1,8 @@
 """A real cluster: the tiny pipeline through `snakemake --profile profiles/slurm` on a one-node
 Slurm cluster (slurmctld, slurmd, munge: tests/cluster.py starts them), every stage an sbatch
-job, logging to `make mlflow-server` backed by a real PostgreSQL. The jobs' timings are kept
-in test-artifacts/slurm-jobs.json (docs/SCALING.md quotes them)."""
+job, logging to `make mlflow-server` backed by a real PostgreSQL; then the training job
+cancelled mid-epoch and a job past its time limit. The jobs' timings are kept in
+test-artifacts/slurm-jobs.json (docs/SCALING.md quotes them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
+import time
 from datetime import datetime
 
 import pytest
@@ -17,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from asrflow.pipeline import definition as P
 from cluster import jobs, postgres_server, slurm_cluster
-from conftest import copy_repo, run, tiny_params
+from conftest import copy_repo, edit_params, run, tiny_params
 from mlflow_browser import artifacts_dir, free_port, serving
 
 STAGES = {s.name for s in P.STAGES}
@@ -40,6 +43,7 @@ def cluster_params() -> dict:
     p = tiny_params()
     p["cluster"] = CLUSTER
     p["train"]["device"] = "cpu"  # `auto` asks Slurm for the GPUs training would use; this node has none
+    p["train"]["checkpoint_every_steps"] = 2  # a checkpoint inside the epoch, to resume from after a scancel
     return p
 
 
@@ -167,3 +171,57 @@ def test_eight_stages_logging_at_once_lose_nothing(postgres_tracking):
     # a stage that nested under a parent that then lost the race is the documented exception
     assert len(nested) >= 6, (len(nested), ids)
     assert {f"figure_{ids.index(i)}" for i in nested} <= set(parent.data.metrics)
+
+
+def test_a_training_job_cancelled_mid_epoch_is_retried_and_ends_bit_identical(slurm_run, tmp_path):
+    """`scancel` of the training job once it has written a checkpoint inside its first epoch:
+    the profile's retry submits it again, training resumes from checkpoints/<ds>/last.pt and
+    ends with the weights of the uninterrupted run, byte for byte. (Last in this file: it
+    leaves a cancelled run in the store.)"""
+    repo, uri, _, slurm, _, before = slurm_run
+    reference = (repo / "models/synth/model.pt").read_bytes()
+    shutil.rmtree(repo / "checkpoints/synth")
+    env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
+    log = tmp_path / "snakemake.log"
+    with open(log, "w") as out:
+        # the target first: --forcerun takes every word after it
+        proc = subprocess.Popen(["snakemake", "models/synth", "--profile", "profiles/slurm", *FAST_STATUS,
+                                 "--forcerun", "train"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+    known = {j["JobId"] for j in before}
+    cancelled = None
+    deadline = time.monotonic() + 300
+    try:
+        while cancelled is None and proc.poll() is None and time.monotonic() < deadline:
+            running = [j for j in jobs(slurm) if j["JobId"] not in known and j["JobState"] == "RUNNING"]
+            if running and (repo / "checkpoints/synth/last.pt").exists():
+                cancelled = running[0]["JobId"]
+                subprocess.run(["scancel", cancelled], check=True, env=env)
+            time.sleep(0.05)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert cancelled is not None, "the training job ended before it could be cancelled:\n" + log.read_text()[-3000:]
+    train_jobs = [j for j in jobs(slurm) if j["JobId"] not in known]
+    assert [j["JobState"] for j in train_jobs] == ["CANCELLED", "COMPLETED"], train_jobs
+    resumed = json.loads((repo / "metrics/synth/train.json").read_text())["resumed_from_step"]
+    assert resumed > 0, (repo / "logs/synth/train.log").read_text()[-3000:]
+    assert (repo / "models/synth/model.pt").read_bytes() == reference
+
+
+def test_a_job_past_its_time_limit_names_the_param_to_raise(slurm_run):
+    """Training given a 1-minute limit and 400 epochs: Slurm stops the job at its limit, and the
+    run's error names the params.yaml key that sets it. (Last: the failed job's outputs are gone.)"""
+    repo, uri, _, slurm, _, _ = slurm_run
+    params = (repo / "params.yaml").read_text()
+    edit_params(repo, lambda p: (p["cluster"]["train"].update(runtime=1), p["train"].update(epochs=400)))
+    env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
+    try:
+        out = subprocess.run(["snakemake", "models/synth", "--profile", "profiles/slurm", *FAST_STATUS,
+                              "--retries", "0"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert out.returncode != 0, out.stderr[-3000:]
+    assert ("asrflow: Slurm stopped the train job at its time limit (1 min): raise cluster.train.runtime in "
+            "params.yaml") in out.stderr, out.stderr[-3000:]
+    assert [j["JobState"] for j in jobs(slurm) if "rule_train" in j["Comment"]][-1] == "TIMEOUT"

@@ -363,6 +363,19 @@ def smk_values(name: str, config: dict[str, Any]) -> Callable[[Any], str]:
     return lambda wildcards: smk_params(name, config, wildcards.dataset)
 
 
+def timed_out_jobs(config: dict[str, Any], since: float, root: Path = Path(".")) -> list[tuple[str, int]]:
+    """(stage, its ``cluster`` runtime in minutes) for each Slurm job of this invocation (its log
+    written after ``since``, a time.time()) that Slurm stopped at its time limit: Slurm says so
+    only in the job's own log, as ``*** JOB <id> ON <node> CANCELLED AT <time> DUE TO TIME LIMIT ***``."""
+    out = []
+    for s in STAGES:
+        logs = (root / ".snakemake/slurm_logs" / f"rule_{s.name}").rglob("*.log")
+        if any(f.stat().st_mtime >= since and "DUE TO TIME LIMIT" in f.read_text(errors="replace") for f in logs):
+            job = {**config["cluster"]["default"], **config["cluster"].get(s.name, {})}
+            out.append((s.name, job.get("runtime")))
+    return out
+
+
 def overridden_keys(config: dict[str, Any], params_path: str | Path) -> list[str]:
     """The dotted keys whose value in Snakemake's ``config`` differs from params.yaml on disk
     (what ``--config``/``--configfile`` changed), sorted."""
