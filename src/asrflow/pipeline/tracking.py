@@ -367,9 +367,12 @@ class StageRun:
         With SQLite the store lock makes search-then-create atomic: one parent per invocation.
         A tracking server has no shared lock, so two stages finishing at the same moment can
         both find none and both create one; each then searches again and keeps the oldest
-        (by start time, then run id), deleting the one it made if that lost. A third stage
-        that looked between the two creations may still nest under the deleted one (the
-        stage runs' ``asrflow_invocation`` tag groups them exactly either way)."""
+        (by start time, then run id), deleting the one it made if that lost. That is not a
+        consensus: a stage that searched again before the other's parent existed keeps its
+        own, so two parents can survive (eight stages flushing at once did it, in
+        tests/test_cluster.py), and a stage may nest under a parent that was then deleted.
+        No run is lost and the stage runs' ``asrflow_invocation`` tag groups them exactly;
+        the fix is one parent made by the orchestrator before any job runs (not done yet)."""
         invocation = self.tags[STAGE_INVOCATION_TAG]
 
         def oldest() -> Any:
