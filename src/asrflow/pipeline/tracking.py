@@ -220,7 +220,7 @@ def _quote(value: str) -> str:
 
 class StageRun:
     """Collects what a stage wants recorded; :meth:`flush` writes one MLflow run, nested under
-    its invocation's parent run (found or created in the same locked batch).
+    its invocation's parent run (found or created under a file lock in the project).
 
     ``params_file``: the params.yaml the stage read (the stages pass it): its changes against
     git HEAD go on the parent run, and manifest digests use the project's shared hash cache.
@@ -364,25 +364,28 @@ class StageRun:
     def _parent(self, client: Any, exp_id: str) -> str:
         """The id of the invocation's parent run, created if no stage made it yet.
 
-        With SQLite the store lock makes search-then-create atomic: one parent per invocation.
-        A tracking server has no shared lock, so two stages finishing at the same moment can
-        both find none and both create one; each then searches again and keeps the oldest
-        (by start time, then run id), deleting the one it made if that lost. That is not a
-        consensus: a stage that searched again before the other's parent existed keeps its
-        own, so two parents can survive (eight stages flushing at once did it, in
-        tests/test_cluster.py), and a stage may nest under a parent that was then deleted.
-        No run is lost and the stage runs' ``asrflow_invocation`` tag groups them exactly;
-        the fix is one parent made by the orchestrator before any job runs (not done yet)."""
+        Search-then-create runs under a file lock in the project (``cache/<dataset>/
+        mlflow-parent.lock``, beside the params file the stage read), so it is atomic for
+        every stage of the invocation whatever the store: a SQLite file or a tracking server
+        that stages on several nodes flush to at the same moment. (Snakemake on a cluster
+        needs the project on a shared file system anyway; the lock needs that file system to
+        honour ``flock``, as NFSv4 and Lustre do.)"""
+        root = self.params_file.resolve().parent if self.params_file else Path.cwd()
+        lock = root / "cache" / self.dataset / "mlflow-parent.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                return self._find_or_create_parent(client, exp_id)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _find_or_create_parent(self, client: Any, exp_id: str) -> str:
         invocation = self.tags[STAGE_INVOCATION_TAG]
-
-        def oldest() -> Any:
-            runs = client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = {_quote(invocation)}",
-                                      max_results=100)
-            return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)) if runs else None
-
-        found = oldest()
-        if found is not None:
-            return found.info.run_id
+        runs = client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = {_quote(invocation)}",
+                                  max_results=100)
+        if runs:  # more than one only if made outside this lock (by hand): the oldest
+            return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
         exp_name = os.environ.get("DVC_EXP_NAME")
         changes = changed_params(self.params_file) if self.params_file else None
         orchestrator = invocation.partition("-")[0]
@@ -400,12 +403,8 @@ class StageRun:
         for key in ("mlflow.source.git.commit", "asrflow.git_dirty"):
             if key in self.tags:
                 tags[key] = self.tags[key]
-        mine = client.create_run(exp_id, start_time=self.start_ms, tags=tags, run_name=parent_run_name(invocation))
-        winner = oldest()
-        if winner is not None and winner.info.run_id != mine.info.run_id:  # lost a race (tracking server only)
-            client.delete_run(mine.info.run_id)
-            return winner.info.run_id
-        return mine.info.run_id
+        return client.create_run(exp_id, start_time=self.start_ms, tags=tags,
+                                 run_name=parent_run_name(invocation)).info.run_id
 
     def _update_parent(self, client: Any, status: str) -> None:
         """The stage's params and headline figures onto the parent, and its status: FINISHED
