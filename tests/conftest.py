@@ -100,6 +100,21 @@ def edit_params(repo: Path, change) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def stage_figures(repo: Path, stage: str, dataset: str = "synth") -> dict:
+    """Everything a stage's run reported: its DVC metrics file (the figures runs are compared
+    by) merged with its lineage record (the other figures, ids, timings, names), as the
+    report reads them."""
+    import json
+
+    def merged(a: dict, b: dict) -> dict:
+        return {**b, **{k: merged(v, b[k]) if isinstance(v, dict) and isinstance(b.get(k), dict) else v
+                        for k, v in a.items()}}
+
+    metrics = repo / f"metrics/{dataset}/{stage}.json"
+    return merged(json.loads(metrics.read_text()) if metrics.exists() else {},
+                  json.loads((repo / f"lineage/{dataset}/{stage}.json").read_text()))
+
+
 def set_train(repo: Path, **train) -> None:
     """Update the ``train`` block of ``repo``'s params.yaml."""
     edit_params(repo, lambda p: p["train"].update(train))

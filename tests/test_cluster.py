@@ -1,7 +1,7 @@
 """A real cluster: the tiny pipeline through `snakemake --profile profiles/slurm` on a one-node
 Slurm cluster (slurmctld, slurmd, munge: tests/cluster.py starts them), every stage an sbatch
-job, logging to `make mlflow-server` backed by a real PostgreSQL; then the training job
-cancelled mid-epoch and a job past its time limit. The jobs' timings are kept in
+job, logging to `make mlflow-server` backed by a real PostgreSQL; then a job waiting on a
+drained node, the training job cancelled mid-epoch and a job past its time limit. The jobs' timings are kept in
 test-artifacts/slurm-jobs.json (docs/SCALING.md quotes them)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from datetime import datetime
@@ -20,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from asrflow.pipeline import definition as P
 from cluster import jobs, postgres_server, slurm_cluster
-from conftest import copy_repo, edit_params, run, tiny_params
+from conftest import copy_repo, edit_params, run, stage_figures, tiny_params
 from mlflow_browser import artifacts_dir, free_port, serving
 
 STAGES = {s.name for s in P.STAGES}
@@ -170,12 +171,51 @@ def test_eight_stages_logging_at_once_lose_nothing(postgres_tracking, tmp_path):
     assert not [t for p in parents for t in p.data.tags if t.startswith("asrflow.params_differ")]
 
 
+def test_a_job_waits_while_its_node_is_drained_and_runs_once_it_is_resumed(slurm_run, tmp_path):
+    """The only node drained (`scontrol update state=drain`, as an admin does for maintenance)
+    before the report job is submitted: the job pends, Snakemake keeps waiting instead of
+    failing it, and once the node is resumed the job runs and the run ends clean."""
+    repo, uri, _, slurm, _, _ = slurm_run
+    node = socket.gethostname()
+    env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
+    scontrol = ["scontrol", "update", f"nodename={node}"]
+    subprocess.run([*scontrol, "state=drain", "reason=asrflow test: maintenance"], check=True, env=env)
+    log = tmp_path / "snakemake.log"
+    known = {j["JobId"] for j in jobs(slurm)}
+    drained, proc = True, None
+    try:
+        with open(log, "w") as out:
+            proc = subprocess.Popen(["snakemake", "reports/synth_wer.md", "--profile", "profiles/slurm", *FAST_STATUS,
+                                     "--forcerun", "report"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+        waiting, deadline = None, time.monotonic() + 120
+        while waiting is None and proc.poll() is None and time.monotonic() < deadline:
+            waiting = next((j for j in jobs(slurm) if j["JobId"] not in known), None)
+            time.sleep(0.2)
+        assert waiting is not None, "no job was submitted:\n" + log.read_text()[-3000:]
+        time.sleep(15)  # status checks every second: Snakemake has looked at the pending job many times
+        job = next(j for j in jobs(slurm) if j["JobId"] == waiting["JobId"])
+        assert job["JobState"] == "PENDING" and job["Reason"] != "None", job
+        assert proc.poll() is None, "Snakemake gave up on a job waiting for a drained node:\n" + log.read_text()[-3000:]
+        subprocess.run([*scontrol, "state=resume"], check=True, env=env)
+        drained = False
+        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        if drained:
+            subprocess.run([*scontrol, "state=resume"], env=env)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+    ran = [j for j in jobs(slurm) if j["JobId"] not in known]
+    assert [(j["JobId"], j["JobState"]) for j in ran] == [(waiting["JobId"], "COMPLETED")], ran
+    assert "up to date" in run(["dvc", "status"], cwd=repo).stdout
+    print(f"pending reason while drained: {job['Reason']}")
+
+
 def test_a_training_job_cancelled_mid_epoch_is_retried_and_ends_bit_identical(slurm_run, tmp_path):
     """`scancel` of the training job once it has written a checkpoint inside its first epoch:
     the profile's retry submits it again, training resumes from checkpoints/<ds>/last.pt and
     ends with the weights of the uninterrupted run, byte for byte. (Last in this file: it
     leaves a cancelled run in the store.)"""
-    repo, uri, _, slurm, _, before = slurm_run
+    repo, uri, _, slurm, _, _ = slurm_run
     reference = (repo / "models/synth/model.pt").read_bytes()
     shutil.rmtree(repo / "checkpoints/synth")
     env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
@@ -184,7 +224,7 @@ def test_a_training_job_cancelled_mid_epoch_is_retried_and_ends_bit_identical(sl
         # the target first: --forcerun takes every word after it
         proc = subprocess.Popen(["snakemake", "models/synth", "--profile", "profiles/slurm", *FAST_STATUS,
                                  "--forcerun", "train"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
-    known = {j["JobId"] for j in before}
+    known = {j["JobId"] for j in jobs(slurm)}  # the jobs of the run and of the tests before this one
     cancelled = None
     deadline = time.monotonic() + 300
     try:
@@ -201,7 +241,7 @@ def test_a_training_job_cancelled_mid_epoch_is_retried_and_ends_bit_identical(sl
     assert cancelled is not None, "the training job ended before it could be cancelled:\n" + log.read_text()[-3000:]
     train_jobs = [j for j in jobs(slurm) if j["JobId"] not in known]
     assert [j["JobState"] for j in train_jobs] == ["CANCELLED", "COMPLETED"], train_jobs
-    resumed = json.loads((repo / "metrics/synth/train.json").read_text())["resumed_from_step"]
+    resumed = stage_figures(repo, "train")["resumed_from_step"]
     assert resumed > 0, (repo / "logs/synth/train.log").read_text()[-3000:]
     assert (repo / "models/synth/model.pt").read_bytes() == reference
 
