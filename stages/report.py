@@ -27,7 +27,6 @@ def add_args(p):
     p.add_argument("--model", required=True)
     p.add_argument("--cache", required=True, help="where file hashes are remembered between runs")
     p.add_argument("--out", required=True, help="markdown report path")
-    p.add_argument("--metrics", required=True)
 
 
 def run(ctx: Context) -> dict:

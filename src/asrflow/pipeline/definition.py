@@ -19,6 +19,7 @@ current and that Snakemake's view of every rule matches it.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import functools
 import json
 import os
@@ -54,10 +55,18 @@ class Stage:
     outs: list[str]
     params: list[str]
     metrics: list[str] = field(default_factory=list)
+    #: the figures its DVC metrics file holds (fnmatch patterns over dotted keys, e.g.
+    #: ``test.beam_wer``): those a run is compared by in ``dvc exp show``/``dvc metrics diff``;
+    #: its other figures (counts, sizes, real-time factors) go to its lineage record and MLflow
+    compared: tuple[str, ...] = ()
     plots: list[str] = field(default_factory=list)  # data files the top-level PLOTS draw
     launcher: str = PY
     all_cores: bool = False
     resources: dict[str, int] = field(default_factory=dict)
+
+    def compares(self, key: str) -> bool:
+        """Whether the figure ``key`` (dotted) belongs in the stage's DVC metrics file."""
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.compared)
 
     def keys(self, dataset: str) -> list[str]:
         """The params.yaml keys the stage reads for ``dataset``."""
@@ -175,7 +184,7 @@ STAGES: list[Stage] = [
     # synth: espeak-ng processes on every core; net: one download at a time per host
     Stage("download", {"out": f"{ARCH}/", "store": "downloads/{dataset}", "metrics": f"{MET}/download.json"},
           deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets.{dataset}.splits", "download.{dataset}", "features.sample_rate"],
-          metrics=[f"{MET}/download.json"], all_cores=True, resources={"net": 1}),
+          metrics=[f"{MET}/download.json"], compared=("utterances_*", "speakers_*"), all_cores=True, resources={"net": 1}),
     # extraction, then header probes on every core. The conv front end's time geometry decides
     # which utterances are too short for their label.
     Stage("manifest", {"archives": f"{ARCH}/", "raw": RAW, "out": f"{MAN}/", "metrics": f"{MET}/manifest.json"},
@@ -183,14 +192,18 @@ STAGES: list[Stage] = [
           params=["datasets.{dataset}.splits", "manifest", "download.max_extracted_gb", "features.sample_rate",
                   "features.hop_ms",
                   "train.conv_kernel", "train.conv_strides"],
-          metrics=[f"{MET}/manifest.json"], all_cores=True),
+          metrics=[f"{MET}/manifest.json"], all_cores=True,
+          compared=("*_hours", "*_utterances", "*_speakers", "*_in_train", "rejected*")),
     Stage("stats", {"manifests": f"{MAN}/", "out": STATS, "metrics": f"{MET}/stats.json"},
-          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], metrics=[f"{MET}/stats.json"]),
+          deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], metrics=[f"{MET}/stats.json"],
+          compared=("utterances", "frames")),
     Stage("vocab", {"manifests": f"{MAN}/", "out": VOCAB, "metrics": f"{MET}/vocab.json"},
-          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"]),
+          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"],
+          compared=("tokens",)),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},
-          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["datasets.{dataset}.splits", "lm"], metrics=[f"{MET}/lm.json"]),
+          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["datasets.{dataset}.splits", "lm"], metrics=[f"{MET}/lm.json"],
+          compared=("*perplexity", "dev_oov_rate", "test_oov_rate", "ngrams", "char_ngrams")),
     # torch uses every core on CPU. One node: rendezvous on a free local port; several: the
     # same command on every node with train.nnodes and a reachable train.rdzv_endpoint (host:port)
     Stage("train", {"manifests": f"{MAN}/", "stats": STATS, "vocab": VOCAB, "out": f"{MODEL}/",
@@ -198,31 +211,34 @@ STAGES: list[Stage] = [
                     "plots": f"{PLOTS}/learning_curve.csv"},
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"], all_cores=True,
+          compared=("best_dev_wer", "best_dev_cer", "params", "train_audio_s_per_s"),
           launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "
                    "--rdzv-backend=asrflow --rdzv-endpoint={train.rdzv_endpoint} --rdzv-id=asrflow-{dataset}"),
     # one decoder process per core
     Stage("tune", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "cache": CACHE, "out": f"{TUNE}/",
                    "metrics": f"{MET}/tune.json", "plots": f"{PLOTS}/tune_grid.csv"},
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune", "lm.char_order"],
-          metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"], all_cores=True),
+          metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"], all_cores=True,
+          compared=("alpha", "beta", "dev_wer", "dev_cer")),
     Stage("evaluate", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "tune": f"{TUNE}/",
                        "cache": CACHE, "out": f"{EVAL}/", "metrics": f"{MET}/evaluate.json",
                        "plots": f"{PLOTS}/wer_by_duration.csv"},
           deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{EVAL}/"],
           params=["datasets.{dataset}.splits", "decode", "evaluate.max_utterances",
                   "evaluate.duration_bins"], metrics=[f"{MET}/evaluate.json"],
+          compared=("*_wer", "*_cer", "*.utterances", "*.words"),
           plots=[f"{PLOTS}/wer_by_duration.csv"]),
     # The model, its LM and tuned decoder settings as one MLflow model: saved here, logged to
     # the stage's MLflow run and registered as asrflow-<dataset> (a new version per run).
     Stage("register", {"model": f"{MODEL}/", "lm": f"{LM}/", "tune": f"{TUNE}/", "out": f"{PACKAGE}/",
                        "metrics": f"{MET}/register.json"},
           deps=[f"{MODEL}/", f"{LM}/", f"{TUNE}/"], outs=[f"{PACKAGE}/"], params=["decode"],
-          metrics=[f"{MET}/register.json"]),
+          metrics=[f"{MET}/register.json"], compared=("package_mb",)),
     # Lineage: the report states the DVC hashes of manifests, vocab, LM and model, so it depends on them.
     Stage("report", {"metrics-dir": MET, "lineage-dir": LINEAGE, "plots-dir": PLOTS, "results": f"{EVAL}/",
                      "manifests": f"{MAN}/",
                      "vocab": VOCAB, "lm": f"{LM}/", "model": f"{MODEL}/", "cache": CACHE,
-                     "out": "reports/{dataset}_wer.md", "metrics": f"{MET}/report.json"},
+                     "out": "reports/{dataset}_wer.md"},
           deps=[f"{MET}/manifest.json", f"{MET}/lm.json", f"{MET}/train.json", f"{MET}/tune.json",
                 f"{MET}/evaluate.json", f"{MET}/register.json",
                 *(f"{LINEAGE}/{s}.json" for s in ("manifest", "lm", "train", "tune", "evaluate", "register")),
@@ -230,7 +246,7 @@ STAGES: list[Stage] = [
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
-          params=["datasets.{dataset}.splits", "evaluate.top_errors"], metrics=[f"{MET}/report.json"]),
+          params=["datasets.{dataset}.splits", "evaluate.top_errors"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 

@@ -197,7 +197,7 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
             except Exception as te:  # never let tracking hide the real error
                 print(f"[{name}] could not record the failed run in MLflow: {redact(str(te))}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
-    figures, other = split_figures(metrics)
+    figures, other = split_figures(metrics, stage(name).compares)
     if args.lineage_file:  # after the run is recorded, so the record names it
         record = {"mlflow_run_id": run_id, "git_commit": tracker.tags.get("mlflow.source.git.commit"),
                   "git_dirty": tracker.tags.get("asrflow.git_dirty") == "true",
@@ -230,20 +230,22 @@ def is_figure(value: Any) -> bool:
     return isinstance(value, (bool, int, float))
 
 
-def split_figures(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``metrics`` as (its figures, everything else), both keeping the nesting: numbers and
-    booleans go to the DVC metrics file; names, paths, lists and missing values (None) to the
-    lineage record. A nested mapping left empty is dropped."""
+def split_figures(metrics: dict[str, Any], compared: Callable[[str], bool] = lambda key: True,
+                  prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """``metrics`` as (the figures runs are compared by, everything else), both keeping the
+    nesting: numbers and booleans whose dotted key ``compared`` accepts go to the DVC metrics
+    file; other figures, names, paths, lists and missing values (None) to the lineage record.
+    A nested mapping left empty is dropped."""
     figures: dict[str, Any] = {}
     other: dict[str, Any] = {}
     for k, v in metrics.items():
         if isinstance(v, dict):
-            f, o = split_figures(v)
+            f, o = split_figures(v, compared, f"{prefix}{k}.")
             if f:
                 figures[k] = f
             if o:
                 other[k] = o
-        elif is_figure(v):
+        elif is_figure(v) and compared(f"{prefix}{k}"):
             figures[k] = v
         else:
             other[k] = v
