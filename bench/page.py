@@ -42,6 +42,11 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
         ("train_audio_s_per_s", "audio-s/s through the train stage's own step (bench's small model, CPU)"),
         ("loader_headroom", "loader delivery / step consumption (goal >= 3)"),
     ],
+    "export": [
+        ("onnx_vs_torch_speedup", "acoustic model (default size), ONNX Runtime vs PyTorch, same cores and inputs, "
+                                  "batch 1"),
+        ("rtf_onnx", "its real-time factor under ONNX Runtime"),
+    ],
     "reproducibility": [
         ("byte_identical", "the default chain from clean: every product byte-identical to another run's"),
         ("files_identical", "product files identical (of files_compared)"),

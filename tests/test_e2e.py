@@ -257,6 +257,38 @@ def test_registered_model_transcribes_like_evaluate(smk_repo):
         assert out == [f"{p}\t{h}" for p, h in zip(paths, recogs["beam"].tolist()[:3])], out
 
 
+def test_onnx_export_equals_pytorch_on_the_test_split(smk_repo, tmp_path):
+    """`asrflow export` of the registered model: on every test utterance ONNX Runtime's
+    log-probs are PyTorch's within 1e-4, and its beam+LM transcripts are the evaluate stage's
+    hypotheses, so the WER is the stage's."""
+    import numpy as np
+    import pandas as pd
+
+    from asrflow.data.audio import prepare_audio
+    from asrflow.scoring.metrics import corpus_rates
+    from asrflow.serve.export import TOLERANCE
+    from asrflow.serve.loading import load_transcriber
+
+    out = tmp_path / "onnx"
+    run([str(smk_repo / ".venv/bin/asrflow"), "export", "--model", "models:/asrflow-synth/1", "--out", str(out)],
+        cwd=smk_repo, env=ENV)
+    recogs = pd.read_csv(smk_repo / "results/synth/evaluate/test_recogs.tsv", sep="\t", keep_default_na=False)
+    rows = pd.read_parquet(smk_repo / "data/synth/manifests/test.parquet", columns=["utt_id", "audio_filepath"])
+    paths = [str(smk_repo / dict(zip(rows["utt_id"], rows["audio_filepath"]))[u]) for u in recogs["utt_id"]]
+    torch_model, onnx_model = load_transcriber(smk_repo / "models/synth_mlflow"), load_transcriber(out)
+    worst = 0.0
+    for path in paths:
+        wav = prepare_audio(path, 16000, str(tmp_path))
+        want, got = torch_model.logprobs(wav), onnx_model.logprobs(wav)
+        assert got.shape == want.shape, path
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= TOLERANCE, worst
+    hyps = [r.text for r in onnx_model.transcribe(paths)]
+    assert hyps == recogs["beam"].tolist()
+    ev = json.loads((smk_repo / "metrics/synth/evaluate.json").read_text())["test"]
+    assert corpus_rates(recogs["reference"].tolist(), hyps)["wer"] == pytest.approx(ev["beam_wer"], abs=1e-3)
+
+
 def test_mlflow_ui_in_headless_chromium_shows_the_runs_and_wer(smk_repo):
     from mlflow_browser import artifacts_dir, check_pipeline_runs_in_ui
 

@@ -48,8 +48,9 @@ _FORMAT_HELP = ("tsv (default): FILE<TAB>TRANSCRIPT per transcribed file, both f
 _SPECIAL = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
-_MODEL_HELP = ("a model directory written by asrflow.serve.package.package_model, or an MLflow model URI: "
-               "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH (default: $" + MODEL_ENV + ")")
+_MODEL_HELP = ("a model directory written by asrflow.serve.package.package_model (or by asrflow export), or an "
+               "MLflow model URI: models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH "
+               "(default: $" + MODEL_ENV + ")")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking store that resolves a models:/ or runs:/ URI (default: $MLFLOW_TRACKING_URI, "
                         f"else sqlite:///{PIPELINE_STORE} when that file exists in the current directory)")
+    e = sub.add_parser("export", help="export a model for ONNX Runtime",
+                       description="Write the acoustic model as ONNX (normalisation inside the graph, log-mel "
+                                   "features in, CTC log-probs out) with its front-end description, tokens, tuned "
+                                   "decoder settings and LM files into OUT; checked against PyTorch before it is "
+                                   "written. `asrflow transcribe --model OUT` then decodes with ONNX Runtime.")
+    e.set_defaults(run=_export, usage_error=e.error)
+    e.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    e.add_argument("--out", required=True, metavar="DIR", help="the export directory (replaced if it exists)")
+    e.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking store that resolves a models:/ or runs:/ URI "
+                                                         "(as for transcribe)")
     sub.add_parser("repro", help="dvc repro, with params.yaml checked before DVC removes any output",
                    description="Validate params.yaml, then run `dvc repro` with the arguments given; if it fails, "
                                "check out again from the DVC cache the outputs it removed. Run it in the project "
@@ -121,21 +132,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    if args.model.startswith(("models:/", "runs:/")):
-        uri = resolve_tracking_uri(args.tracking_uri)
-        if uri is None:
-            usage_error(f"--model {args.model} is an MLflow URI but no tracking store is known: pass "
-                        f"--tracking-uri URI, set MLFLOW_TRACKING_URI, or run from the project directory "
-                        f"(where {PIPELINE_STORE} is)")
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-            usage_error(f"tracking store {uri}: database file {uri[len('sqlite:///'):]} does not exist")
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-    elif args.tracking_uri:
-        import mlflow
-
-        mlflow.set_tracking_uri(args.tracking_uri)
+    _use_tracking_uri(args)
     try:
         model = load_transcriber(args.model)
     except ModelLoadError as e:
@@ -151,6 +148,47 @@ def _transcribe(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{prog}: {escape(r.error)}", file=sys.stderr, flush=True)
     return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not args.model:
+        args.usage_error(f"no model given: pass --model PATH_OR_URI or set {MODEL_ENV}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from asrflow.serve.export import ExportError, export_onnx
+    from asrflow.serve.loading import ModelLoadError
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _use_tracking_uri(args)
+    try:
+        meta = export_onnx(args.model, args.out)
+    except (ModelLoadError, ExportError, OSError) as e:
+        print(f"asrflow export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: acoustic model {meta['onnx_mb']} MB (opset {meta['opset']}), ONNX Runtime vs PyTorch "
+          f"log-probs differ by at most {meta['check_max_abs_diff']:.2g}")
+    return 0
+
+
+def _use_tracking_uri(args: argparse.Namespace) -> None:
+    """Point MLflow at the store that resolves ``--model`` when it is a ``models:/`` or
+    ``runs:/`` URI (a usage error, which exits, when there is none)."""
+    usage_error = args.usage_error
+    if args.model.startswith(("models:/", "runs:/")):
+        uri = resolve_tracking_uri(args.tracking_uri)
+        if uri is None:
+            usage_error(f"--model {args.model} is an MLflow URI but no tracking store is known: pass "
+                        f"--tracking-uri URI, set MLFLOW_TRACKING_URI, or run from the project directory "
+                        f"(where {PIPELINE_STORE} is)")
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+            usage_error(f"tracking store {uri}: database file {uri[len('sqlite:///'):]} does not exist")
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+    elif args.tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
 
 
 def main(argv: list[str] | None = None) -> int:

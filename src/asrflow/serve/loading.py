@@ -1,6 +1,7 @@
 """Loading a packaged asrflow model by directory or MLflow URI (``models:/name/1``,
-``models:/name@alias``, ``runs:/<run id>/model``): :func:`load_transcriber` returns the
-ready :class:`~asrflow.serve.model.AsrflowModel`, or raises :class:`ModelLoadError`."""
+``models:/name@alias``, ``runs:/<run id>/model``), or an ONNX export's directory
+(:mod:`asrflow.serve.export`): :func:`load_transcriber` returns the ready
+:class:`~asrflow.serve.model.AsrflowModel`, or raises :class:`ModelLoadError`."""
 
 from __future__ import annotations
 
@@ -102,6 +103,10 @@ def load_transcriber(model: str | Path) -> AsrflowModel:
             root = Path(model)
             if not root.exists():
                 raise ModelLoadError(f"model directory {model} does not exist")
+            from asrflow.serve.export import OnnxTranscriber, is_export
+
+            if is_export(root):  # `asrflow export`'s directory: ONNX Runtime for the acoustic model
+                return OnnxTranscriber().load_export(root)
         else:
             source = RunsArtifactRepository.get_underlying_uri(model) if RunsArtifactRepository.is_runs_uri(model) \
                 else model

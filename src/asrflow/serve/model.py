@@ -66,6 +66,7 @@ class AsrflowModel:
         from asrflow.models.checkpoint import load_checkpoint
 
         self.settings = DecoderSettings.from_dict(json.loads(Path(decoder_json).read_text()))
+        self.lm_dir = Path(lm_dir)
         self.model, ckpt, self.fe, self.mean, self.std = load_checkpoint(checkpoint)
         self.tokens: list[str] = list(ckpt["vocab"])
         self.sample_rate: int = int(self.fe.cfg.sample_rate)
