@@ -15,8 +15,10 @@ not depend on the weights' values. Inputs are real speech, --files utterances of
 spoken by espeak-ng (bench/corpus.py), through the real front end once, outside the
 timing (the same features feed both sides). Both sides get the same threads: --threads,
 else every core this process may use (torch.set_num_threads, ONNX Runtime's intra-op
-threads; one inter-op thread). One warm-up pass each; then --repeats passes alternating
-between the sides; medians. Prints one JSON object as its last line and writes
+threads; one inter-op thread). Each timed pass runs in a process of its own after one
+warm-up pass, the sides' processes alternating, --repeats each; medians. (In one process
+PyTorch's OpenMP threads, which spin between its parallel regions, slowed ONNX Runtime by up
+to 1.6x in some runs: a side's idle threads must not tax the other's.) Prints one JSON object as its last line and writes
 reports/bench/export.json.
 """
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,55 +60,73 @@ def trained_model(model: str) -> tuple[torch.nn.Module, LogMel]:
     return normalised_model(m.model, m.mean, m.std), m.fe
 
 
+def child(side: str, work: Path, model: str | None, threads: int) -> None:
+    """One timed pass of ``side`` over the features in ``work`` after one warm-up pass, in a
+    process of its own; writes its time and log-probs to ``work``."""
+    torch.set_num_threads(threads)
+    feats = np.load(work / "features.npz", allow_pickle=False)
+    inputs = [(feats[k], np.array([feats[k].shape[1]], dtype=np.int64)) for k in sorted(feats.files)]
+    if side == "onnx":
+        session = onnx_session(work / "acoustic.onnx", threads)
+
+        def one(f: np.ndarray, n: np.ndarray) -> np.ndarray:
+            return session.run(None, {"features": f, "lengths": n})[0]
+    else:
+        net = trained_model(model)[0] if model else seeded_model(load_params(REPO / "params.yaml"))[0]
+
+        def one(f: np.ndarray, n: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return net(torch.from_numpy(f), torch.from_numpy(n))[0].numpy()
+    for f, n in inputs:  # warm-up
+        one(f, n)
+    t0 = time.perf_counter()
+    out = [one(f, n) for f, n in inputs]
+    seconds = time.perf_counter() - t0
+    np.savez(work / f"{side}-out.npz", *out)
+    (work / f"{side}-seconds").write_text(repr(seconds))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="0: every core this process may use")
     ap.add_argument("--model", help="a package directory or MLflow model URI (default: seeded weights)")
+    ap.add_argument("--child", choices=("torch", "onnx"), help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     threads = args.threads or len(os.sched_getaffinity(0))
-    torch.set_num_threads(threads)
+    if args.child:
+        child(args.child, args.work, args.model, threads)
+        return
     params = load_params(REPO / "params.yaml")
     net, fe = trained_model(args.model) if args.model else seeded_model(params)
     with tempfile.TemporaryDirectory() as tmp:
-        sources = make_sources(Path(tmp) / "src", args.files)
+        work = Path(tmp)
+        sources = make_sources(work / "src", args.files)
         sr = fe.cfg.sample_rate
         wavs = [load_audio(str(p), sr) for p, _ in sources]
+        audio_s = sum(len(w) for w in wavs) / sr
         with torch.inference_mode():
-            feats = [fe(torch.from_numpy(w)).unsqueeze(0) for w in wavs]
-            write_onnx(net, feats[0], torch.tensor([feats[0].shape[1]]), Path(tmp) / "acoustic.onnx")
-        session = onnx_session(Path(tmp) / "acoustic.onnx", threads)
-    audio_s = sum(len(w) for w in wavs) / sr
-    inputs = [(f, torch.tensor([f.shape[1]])) for f in feats]
-
-    def run_torch() -> tuple[float, list[np.ndarray]]:
-        t0, out = time.perf_counter(), []
-        with torch.inference_mode():
-            for f, n in inputs:
-                out.append(net(f, n)[0].numpy())
-        return time.perf_counter() - t0, out
-
-    def run_onnx() -> tuple[float, list[np.ndarray]]:
-        t0, out = time.perf_counter(), []
-        for f, n in inputs:
-            out.append(session.run(None, {"features": f.numpy(), "lengths": n.numpy()})[0])
-        return time.perf_counter() - t0, out
-
-    _, ref = run_torch()
-    _, got = run_onnx()
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
-    times: dict[str, list[float]] = {"torch": [], "onnx": []}
-    for r in range(args.repeats):
-        order = (("torch", run_torch), ("onnx", run_onnx)) if r % 2 == 0 else (("onnx", run_onnx), ("torch", run_torch))
-        for name, fn in order:
-            times[name].append(fn()[0])
+            feats = [fe(torch.from_numpy(w)).unsqueeze(0).numpy() for w in wavs]
+        np.savez(work / "features.npz", **{f"u{i:04d}": f for i, f in enumerate(feats)})
+        write_onnx(net, torch.from_numpy(feats[0]), torch.tensor([feats[0].shape[1]]), work / "acoustic.onnx")
+        times: dict[str, list[float]] = {"torch": [], "onnx": []}
+        cmd = [sys.executable, __file__, "--work", str(work), "--threads", str(threads)]
+        cmd += ["--model", args.model] if args.model else []
+        for r in range(args.repeats):  # each side alone in a process of its own, alternating
+            for side in (("torch", "onnx") if r % 2 == 0 else ("onnx", "torch")):
+                subprocess.run([*cmd, "--child", side], check=True)
+                times[side].append(float((work / f"{side}-seconds").read_text()))
+        outs = {side: np.load(work / f"{side}-out.npz", allow_pickle=False) for side in times}
+        diff = max(float(np.abs(outs["torch"][k] - outs["onnx"][k]).max()) for k in outs["torch"].files)
     t_torch, t_onnx = median(times["torch"]), median(times["onnx"])
     emit("export", {
         "onnx_vs_torch_speedup": round(t_torch / t_onnx, 3),
         "rtf_torch": round(t_torch / audio_s, 5), "rtf_onnx": round(t_onnx / audio_s, 5),
         "max_abs_diff": diff, "torch_s": round(t_torch, 4), "onnx_s": round(t_onnx, 4),
-        "audio_seconds": round(audio_s, 2), "utterances": len(inputs), "threads": threads, "repeats": args.repeats,
+        "torch_s_all": [round(t, 4) for t in times["torch"]], "onnx_s_all": [round(t, 4) for t in times["onnx"]],
+        "audio_seconds": round(audio_s, 2), "utterances": len(feats), "threads": threads, "repeats": args.repeats,
         "model": args.model or "params.yaml train block, seeded random weights",
         "parameters": sum(p.numel() for p in net.parameters()),
         "versions": {"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}})
