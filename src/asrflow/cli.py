@@ -78,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="DIR", help="the export directory (replaced if it exists)")
     e.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking store that resolves a models:/ or runs:/ URI "
                                                          "(as for transcribe)")
+    s = sub.add_parser("serve", help="serve a model over HTTP and WebSocket, with a live demo page",
+                       description="Serve a model: POST /transcribe (an audio file as the body), WS /stream (16-bit "
+                                   "PCM at the model's rate, partial results as it arrives, the final one after "
+                                   "{\"eof\": true}), GET /health, GET /metrics, and a demo page at / (microphone "
+                                   "or file). Binds 127.0.0.1 unless --host says otherwise.")
+    s.set_defaults(run=_serve, usage_error=s.error)
+    s.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", default=os.environ.get("ASRFLOW_TOKEN") or None,
+                   help="require 'Authorization: Bearer TOKEN' (or ?token= on the WebSocket); default $ASRFLOW_TOKEN")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest audio file POST /transcribe takes")
+    s.add_argument("--max-stream-s", type=float, default=120.0, help="most audio one stream may send (seconds)")
+    s.add_argument("--max-streams", type=int, default=8, help="streams open at once; the next is refused (1013)")
+    s.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking store that resolves a models:/ or runs:/ "
+                                                         "URI (as for transcribe)")
     sub.add_parser("repro", help="dvc repro, with params.yaml checked before DVC removes any output",
                    description="Validate params.yaml, then run `dvc repro` with the arguments given; if it fails, "
                                "check out again from the DVC cache the outputs it removed. Run it in the project "
@@ -167,6 +183,25 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {args.out}: acoustic model {meta['onnx_mb']} MB (opset {meta['opset']}), ONNX Runtime vs PyTorch "
           f"log-probs differ by at most {meta['check_max_abs_diff']:.2g}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not args.model:
+        args.usage_error(f"no model given: pass --model PATH_OR_URI or set {MODEL_ENV}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from asrflow.serve.loading import ModelLoadError
+    from asrflow.serve.server import ServerSettings, serve
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    _use_tracking_uri(args)
+    settings = ServerSettings(token=args.token, max_upload_mb=args.max_upload_mb, max_stream_s=args.max_stream_s,
+                              max_streams=args.max_streams)
+    try:
+        serve(args.model, args.host, args.port, settings)
+    except ModelLoadError as e:
+        print(f"asrflow serve: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

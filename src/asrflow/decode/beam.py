@@ -104,15 +104,64 @@ class BeamSearch:
 
     def decode(self, logprobs: np.ndarray) -> str:
         """Best transcript for one utterance's (frames, vocab) float32 log-probs."""
+        best = self._best(logprobs)
+        if best is None:
+            return ""
+        if self.cfg.mode == "lexicon_free":  # a frame-level token path; -1 pads its ends
+            return self.tokenizer.greedy(t for t in best.tokens if t >= 0)
+        return " ".join(self.word_dict.get_entry(w) for w in best.words if w >= 0)
+
+    def decode_aligned(self, logprobs: np.ndarray) -> tuple[str, list[AlignedWord]]:
+        """:meth:`decode`'s transcript and its words, each with the first and last output frame
+        of its characters on the best hypothesis' CTC path and a confidence: the mean
+        posterior probability of the path's tokens over those frames (0..1)."""
+        best = self._best(logprobs)
+        if best is None:
+            return "", []
+        path = list(best.tokens)[1:-1] if len(best.tokens) == logprobs.shape[0] + 2 else list(best.tokens)
+        spans: list[list[int]] = []  # [first frame, last frame] per word on the path
+        chars: list[str] = []
+        prev, open_word = self.blank, False
+        for t, tok in enumerate(path[: logprobs.shape[0]]):
+            if tok == self.sil or tok < 0:
+                open_word = False
+            elif tok != self.blank:
+                if not open_word:
+                    spans.append([t, t])
+                    chars.append("")
+                    open_word = True
+                spans[-1][1] = t
+                if tok != prev:
+                    chars[-1] += self.tokens[tok]
+            prev = tok
+        words = " ".join(chars).split() if self.cfg.mode == "lexicon_free" else \
+            [self.word_dict.get_entry(w) for w in best.words if w >= 0]
+        text = " ".join(words)
+        if len(words) != len(spans):  # a path that does not spell the words (not seen): no timing
+            return text, [AlignedWord(w, -1, -1, float("nan")) for w in words]
+        out = []
+        for w, (a, b) in zip(words, spans):
+            frames = range(a, b + 1)
+            conf = float(np.mean([np.exp(logprobs[t, path[t]]) for t in frames]))
+            out.append(AlignedWord(w, a, b, conf))
+        return text, out
+
+    def _best(self, logprobs: np.ndarray):
         if self._decoder is None:
             raise RuntimeError("call set_weights(alpha, beta) before decode()")
         em = np.ascontiguousarray(logprobs, dtype=np.float32)
         results = self._decoder.decode(em.ctypes.data, em.shape[0], em.shape[1])
-        if not results:
-            return ""
-        if self.cfg.mode == "lexicon_free":  # a frame-level token path; -1 pads its ends
-            return self.tokenizer.greedy(t for t in results[0].tokens if t >= 0)
-        return " ".join(self.word_dict.get_entry(w) for w in results[0].words if w >= 0)
+        return results[0] if results else None
+
+
+@dataclass(frozen=True)
+class AlignedWord:
+    """A decoded word: its first and last output frame (-1 when unknown) and confidence."""
+
+    word: str
+    first_frame: int
+    last_frame: int
+    confidence: float
 
 
 def greedy_decode(logprobs: np.ndarray, tokenizer: Tokenizer) -> str:

@@ -1,0 +1,256 @@
+"""`asrflow serve`: a recognizer over HTTP and WebSocket (FastAPI on uvicorn).
+
+- ``POST /transcribe``: the request body is one audio file (any container, rate or channel
+  count sox reads: WAV, FLAC, MP3, ...); the answer is JSON: ``text``, ``duration`` (s) and
+  ``words``, each with ``start``/``end`` (s) and a ``confidence`` (0..1).
+- ``WS /stream``: binary messages are 16-bit little-endian mono PCM at the model's sample
+  rate (``GET /health`` says which); the server answers ``{"type": "partial", "text": ...}``
+  as audio arrives (every ``partial_every_s`` of new audio) and, after the client's text
+  message ``{"eof": true}``, ``{"type": "final", ...}`` with the words as for a file, then
+  closes. The default model is bidirectional, so a partial re-decodes the whole audio so far
+  (its cost grows with the stream; ``max_stream_s`` bounds it); a unidirectional model
+  (``train.bidirectional: false``) is decoded the same way here.
+- ``GET /health`` (model, sample rate, decoding mode) and ``GET /metrics`` (Prometheus text).
+
+Limits: a bearer token when one is set (``Authorization: Bearer ...``; a WebSocket may
+pass ``?token=`` since browsers cannot set headers on one), ``max_upload_mb`` per file,
+``max_stream_s`` of audio per stream, ``max_streams`` open at once (the next is closed
+with code 1013, try again later). A bad request gets a status and a one-line ``error``;
+the server keeps serving the others. Decoding runs in worker threads, one utterance at a
+time (the beam search is not re-entrant), so the event loop keeps accepting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+from asrflow.data.audio import AudioError, prepare_audio
+from asrflow.serve.model import AsrflowModel
+
+TRY_AGAIN_LATER, POLICY_VIOLATION, TOO_BIG = 1013, 1008, 1009
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What `asrflow serve` enforces; the command line sets each."""
+
+    token: str | None = None
+    max_upload_mb: float = 20.0
+    max_stream_s: float = 120.0
+    max_streams: int = 8
+    partial_every_s: float = 0.5
+
+
+class Recognizer:
+    """The loaded model behind a lock: log-probs and beam search for one waveform at a time,
+    with word times in seconds."""
+
+    def __init__(self, model: AsrflowModel, name: str):
+        self.model, self.name = model, name
+        self.sample_rate = int(model.sample_rate)
+        self._lock = threading.Lock()
+
+    def recognize(self, wav: np.ndarray) -> dict[str, Any]:
+        duration = len(wav) / self.sample_rate
+        if wav.size < self.model.min_samples:
+            return {"text": "", "duration": round(duration, 3), "words": []}
+        with self._lock:
+            lp = self.model.logprobs(wav)
+            text, words = self.model.search.decode_aligned(lp) if lp.shape[0] else ("", [])
+        step = duration / max(lp.shape[0], 1)  # seconds per output frame
+        return {"text": text, "duration": round(duration, 3),
+                "words": [{"word": w.word, "start": round(w.first_frame * step, 3) if w.first_frame >= 0 else None,
+                           "end": round((w.last_frame + 1) * step, 3) if w.last_frame >= 0 else None,
+                           "confidence": None if math.isnan(w.confidence) else round(w.confidence, 4)}
+                          for w in words]}
+
+
+class Stats:
+    """Counters for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.audio_seconds = 0.0
+        self.compute_seconds = 0.0
+        self.streams = 0
+
+    def prometheus(self) -> str:
+        lines = ["# TYPE asrflow_requests_total counter"]
+        lines += [f'asrflow_requests_total{{endpoint="{e}",status="{s}"}} {n}'
+                  for (e, s), n in sorted(self.requests.items())]
+        lines += ["# TYPE asrflow_audio_seconds_total counter", f"asrflow_audio_seconds_total {self.audio_seconds:.3f}",
+                  "# TYPE asrflow_compute_seconds_total counter",
+                  f"asrflow_compute_seconds_total {self.compute_seconds:.3f}",
+                  "# TYPE asrflow_streams_open gauge", f"asrflow_streams_open {self.streams}"]
+        return "\n".join(lines) + "\n"
+
+
+def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> FastAPI:
+    """The FastAPI application serving ``model`` (named ``name`` in ``/health``)."""
+    rec, stats = Recognizer(model, name), Stats()
+    app = FastAPI(title="asrflow", docs_url=None, redoc_url=None)
+    limit = int(settings.max_upload_mb * 1e6)
+
+    def authorised(header: str | None, query: str | None) -> bool:
+        if not settings.token:
+            return True
+        given = query if header is None else (header[7:] if header.startswith("Bearer ") else "")
+        return given is not None and secrets.compare_digest(given.encode(), settings.token.encode())
+
+    def error(endpoint: str, status: int, message: str) -> JSONResponse:
+        stats.requests[(endpoint, status)] += 1
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": rec.name, "sample_rate": rec.sample_rate,
+                "decoding": model.settings.mode, "streams_open": stats.streams, "max_streams": settings.max_streams}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return stats.prometheus()
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return (Path(__file__).with_name("demo.html").read_text()
+                .replace("__SAMPLE_RATE__", str(rec.sample_rate)).replace("__MODEL__", rec.name))
+
+    @app.post("/transcribe")
+    async def transcribe(request: Request) -> JSONResponse:
+        if not authorised(request.headers.get("authorization"), None):
+            return error("transcribe", 401, "missing or wrong bearer token")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return error("transcribe", 413, f"upload of {int(declared)} bytes is over the limit of {limit} bytes "
+                                            "(asrflow serve --max-upload-mb)")
+        body, received = bytearray(), 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received <= limit:
+                body += chunk
+            elif received > 8 * limit:  # read on so the client can read the answer, but not forever
+                break
+        if received > limit:
+            return error("transcribe", 413, f"upload is over the limit of {limit} bytes "
+                                            "(asrflow serve --max-upload-mb)")
+        if not body:
+            return error("transcribe", 400, "empty request body: send the audio file as the body")
+        t0 = time.perf_counter()
+        try:
+            result = await run_in_threadpool(_recognize_bytes, rec, bytes(body))
+        except AudioError as e:
+            return error("transcribe", 400, str(e))
+        stats.compute_seconds += time.perf_counter() - t0
+        stats.audio_seconds += result["duration"]
+        stats.requests[("transcribe", 200)] += 1
+        return JSONResponse(result)
+
+    @app.websocket("/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        if not authorised(ws.headers.get("authorization"), ws.query_params.get("token")):
+            stats.requests[("stream", 401)] += 1
+            await ws.close(POLICY_VIOLATION, "missing or wrong bearer token")
+            return
+        rate = ws.query_params.get("sample_rate")
+        if rate is not None and rate != str(rec.sample_rate):
+            stats.requests[("stream", 400)] += 1
+            await ws.send_json({"type": "error", "error": f"this model takes {rec.sample_rate} Hz PCM, not {rate} Hz"})
+            await ws.close(POLICY_VIOLATION, "wrong sample rate")
+            return
+        if stats.streams >= settings.max_streams:
+            stats.requests[("stream", 503)] += 1
+            await ws.close(TRY_AGAIN_LATER, f"{settings.max_streams} streams open: try again later")
+            return
+        stats.streams += 1
+        pcm, odd, decoded_at = bytearray(), b"", 0
+        max_bytes = int(settings.max_stream_s * rec.sample_rate) * 2
+        every = int(settings.partial_every_s * rec.sample_rate) * 2
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    stats.requests[("stream", 499)] += 1
+                    return
+                if msg.get("bytes") is not None:
+                    data = odd + msg["bytes"]
+                    keep = len(data) - len(data) % 2
+                    pcm += data[:keep]
+                    odd = data[keep:]
+                    if len(pcm) > max_bytes:
+                        stats.requests[("stream", 413)] += 1
+                        await ws.send_json({"type": "error", "error": f"stream longer than {settings.max_stream_s} s "
+                                                                      "(asrflow serve --max-stream-s)"})
+                        await ws.close(TOO_BIG, "stream too long")
+                        return
+                    if len(pcm) - decoded_at >= every:
+                        decoded_at = len(pcm)
+                        partial = await run_in_threadpool(rec.recognize, _samples(pcm))
+                        await ws.send_json({"type": "partial", "text": partial["text"],
+                                            "duration": partial["duration"]})
+                elif msg.get("text") is not None:
+                    try:
+                        eof = json.loads(msg["text"]).get("eof") is True
+                    except (ValueError, AttributeError):
+                        eof = False
+                    if not eof:
+                        stats.requests[("stream", 400)] += 1
+                        await ws.send_json({"type": "error", "error": 'text messages must be {"eof": true}'})
+                        await ws.close(POLICY_VIOLATION, "bad message")
+                        return
+                    t0 = time.perf_counter()
+                    final = await run_in_threadpool(rec.recognize, _samples(pcm))
+                    stats.compute_seconds += time.perf_counter() - t0
+                    stats.audio_seconds += final["duration"]
+                    stats.requests[("stream", 200)] += 1
+                    await ws.send_json({"type": "final", **final})
+                    await ws.close()
+                    return
+        except WebSocketDisconnect:
+            stats.requests[("stream", 499)] += 1
+        finally:
+            stats.streams -= 1
+
+    app.state.stats = stats
+    return app
+
+
+def _samples(pcm: bytearray) -> np.ndarray:
+    return np.frombuffer(bytes(pcm), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _recognize_bytes(rec: Recognizer, body: bytes) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="asrflow-serve-") as work:
+        path = Path(work) / "upload"
+        path.write_bytes(body)
+        try:
+            wav = prepare_audio(path, rec.sample_rate, work)
+        except AudioError as e:  # name the upload, not the temporary file
+            raise AudioError(str(e).replace(str(path), "uploaded audio")) from None
+        return rec.recognize(wav)
+
+
+def serve(model: str, host: str, port: int, settings: ServerSettings) -> None:
+    """Load ``model`` and serve it until interrupted."""
+    import uvicorn
+
+    from asrflow.serve.loading import load_transcriber
+
+    app = create_app(load_transcriber(model), model, settings)
+    print(f"asrflow serve: {model} on http://{host}:{port}/ (POST /transcribe, WS /stream, GET /health, /metrics)",
+          flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=4 * 1024 * 1024)
