@@ -197,7 +197,9 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
             except Exception as te:  # never let tracking hide the real error
                 print(f"[{name}] could not record the failed run in MLflow: {redact(str(te))}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
-    figures, other = split_figures(metrics, stage(name).compares)
+    # the figures runs are compared by to --metrics, the rest to the lineage record; a stage
+    # run without a record (by hand) keeps every figure in --metrics rather than lose some
+    figures, other = split_figures(metrics, stage(name).compares if args.lineage_file else lambda key: True)
     if args.lineage_file:  # after the run is recorded, so the record names it
         record = {"mlflow_run_id": run_id, "git_commit": tracker.tags.get("mlflow.source.git.commit"),
                   "git_dirty": tracker.tags.get("asrflow.git_dirty") == "true",
