@@ -47,6 +47,10 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
                                   "batch 1"),
         ("rtf_onnx", "its real-time factor under ONNX Runtime"),
     ],
+    "serve": [
+        ("serve_p95_final_ms_at_8", "asrflow serve: p95 ms from end of audio to final result, 8 streams (goal <= 300)"),
+        ("serve_max_streams_p95_under_500ms", "the most concurrent streams tried whose p95 stays under 500 ms"),
+    ],
     "reproducibility": [
         ("byte_identical", "the default chain from clean: every product byte-identical to another run's"),
         ("files_identical", "product files identical (of files_compared)"),
