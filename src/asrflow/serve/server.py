@@ -10,7 +10,10 @@
   closes. The default model is bidirectional, so a partial re-decodes the whole audio so far
   (its cost grows with the stream; ``max_stream_s`` bounds it); a unidirectional model
   (``train.bidirectional: false``) is decoded the same way here.
-- ``GET /health`` (model, sample rate, decoding mode) and ``GET /metrics`` (Prometheus text).
+- ``GET /health`` (model, sample rate, decoding mode) and ``GET /metrics`` (Prometheus text:
+  requests by endpoint and status; ``asrflow_compute_seconds_total``, the time spent decoding,
+  partials included, not waiting; ``asrflow_audio_seconds_total``, the audio of files and
+  finished streams; open streams).
 
 Limits: a bearer token when one is set (``Authorization: Bearer ...``; a WebSocket may
 pass ``?token=`` since browsers cannot set headers on one), ``max_upload_mb`` per file,
@@ -63,14 +66,17 @@ class Recognizer:
         self.model, self.name = model, name
         self.sample_rate = int(model.sample_rate)
         self._lock = threading.Lock()
+        self.compute_seconds = 0.0  # decoding time, partials included (not the wait for the lock)
 
     def recognize(self, wav: np.ndarray) -> dict[str, Any]:
         duration = len(wav) / self.sample_rate
         if wav.size < self.model.min_samples:
             return {"text": "", "duration": round(duration, 3), "words": []}
         with self._lock:
+            t0 = time.perf_counter()
             lp = self.model.logprobs(wav)
             text, words = self.model.search.decode_aligned(lp) if lp.shape[0] else ("", [])
+            self.compute_seconds += time.perf_counter() - t0
         step = duration / max(lp.shape[0], 1)  # seconds per output frame
         return {"text": text, "duration": round(duration, 3),
                 "words": [{"word": w.word, "start": round(w.first_frame * step, 3) if w.first_frame >= 0 else None,
@@ -82,10 +88,10 @@ class Recognizer:
 class Stats:
     """Counters for ``/metrics``."""
 
-    def __init__(self) -> None:
+    def __init__(self, rec: Recognizer) -> None:
+        self.rec = rec
         self.requests: Counter[tuple[str, int]] = Counter()
-        self.audio_seconds = 0.0
-        self.compute_seconds = 0.0
+        self.audio_seconds = 0.0  # of files and finished streams
         self.streams = 0
 
     def prometheus(self) -> str:
@@ -94,14 +100,15 @@ class Stats:
                   for (e, s), n in sorted(self.requests.items())]
         lines += ["# TYPE asrflow_audio_seconds_total counter", f"asrflow_audio_seconds_total {self.audio_seconds:.3f}",
                   "# TYPE asrflow_compute_seconds_total counter",
-                  f"asrflow_compute_seconds_total {self.compute_seconds:.3f}",
+                  f"asrflow_compute_seconds_total {self.rec.compute_seconds:.3f}",
                   "# TYPE asrflow_streams_open gauge", f"asrflow_streams_open {self.streams}"]
         return "\n".join(lines) + "\n"
 
 
 def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> FastAPI:
     """The FastAPI application serving ``model`` (named ``name`` in ``/health``)."""
-    rec, stats = Recognizer(model, name), Stats()
+    rec = Recognizer(model, name)
+    stats = Stats(rec)
     app = FastAPI(title="asrflow", docs_url=None, redoc_url=None)
     limit = int(settings.max_upload_mb * 1e6)
 
@@ -149,12 +156,10 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
                                             "(asrflow serve --max-upload-mb)")
         if not body:
             return error("transcribe", 400, "empty request body: send the audio file as the body")
-        t0 = time.perf_counter()
         try:
             result = await run_in_threadpool(_recognize_bytes, rec, bytes(body))
         except AudioError as e:
             return error("transcribe", 400, str(e))
-        stats.compute_seconds += time.perf_counter() - t0
         stats.audio_seconds += result["duration"]
         stats.requests[("transcribe", 200)] += 1
         return JSONResponse(result)
@@ -212,9 +217,7 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
                         await ws.send_json({"type": "error", "error": 'text messages must be {"eof": true}'})
                         await ws.close(POLICY_VIOLATION, "bad message")
                         return
-                    t0 = time.perf_counter()
                     final = await run_in_threadpool(rec.recognize, _samples(pcm))
-                    stats.compute_seconds += time.perf_counter() - t0
                     stats.audio_seconds += final["duration"]
                     stats.requests[("stream", 200)] += 1
                     await ws.send_json({"type": "final", **final})
