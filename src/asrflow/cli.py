@@ -63,28 +63,23 @@ def _parser() -> argparse.ArgumentParser:
                                    "(see --format), or one JSON object per file with --format jsonl.")
     t.set_defaults(run=_transcribe, usage_error=t.error)
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files")
-    t.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    _model_args(t)
     t.add_argument("--format", choices=FORMATS, default="tsv", help=_FORMAT_HELP)
-    t.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking store that resolves a models:/ or runs:/ URI (default: $MLFLOW_TRACKING_URI, "
-                        f"else sqlite:///{PIPELINE_STORE} when that file exists in the current directory)")
     e = sub.add_parser("export", help="export a model for ONNX Runtime",
                        description="Write the acoustic model as ONNX (normalisation inside the graph, log-mel "
                                    "features in, CTC log-probs out) with its front-end description, tokens, tuned "
                                    "decoder settings and LM files into OUT; checked against PyTorch before it is "
                                    "written. `asrflow transcribe --model OUT` then decodes with ONNX Runtime.")
     e.set_defaults(run=_export, usage_error=e.error)
-    e.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    _model_args(e)
     e.add_argument("--out", required=True, metavar="DIR", help="the export directory (replaced if it exists)")
-    e.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking store that resolves a models:/ or runs:/ URI "
-                                                         "(as for transcribe)")
     s = sub.add_parser("serve", help="serve a model over HTTP and WebSocket, with a live demo page",
                        description="Serve a model: POST /transcribe (an audio file as the body), WS /stream (16-bit "
                                    "PCM at the model's rate, partial results as it arrives, the final one after "
                                    "{\"eof\": true}), GET /health, GET /metrics, and a demo page at / (microphone "
                                    "or file). Binds 127.0.0.1 unless --host says otherwise.")
     s.set_defaults(run=_serve, usage_error=s.error)
-    s.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    _model_args(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--token", default=os.environ.get("ASRFLOW_TOKEN") or None,
@@ -92,13 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest audio file POST /transcribe takes")
     s.add_argument("--max-stream-s", type=float, default=120.0, help="most audio one stream may send (seconds)")
     s.add_argument("--max-streams", type=int, default=8, help="streams open at once; the next is refused (1013)")
-    s.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking store that resolves a models:/ or runs:/ "
-                                                         "URI (as for transcribe)")
     sub.add_parser("repro", help="dvc repro, with params.yaml checked before DVC removes any output",
                    description="Validate params.yaml, then run `dvc repro` with the arguments given; if it fails, "
                                "check out again from the DVC cache the outputs it removed. Run it in the project "
                                "directory.", usage="asrflow repro [DVC REPRO ARGS...]")
     return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """``--model`` and the ``--tracking-uri`` that resolves it: what every model command takes."""
+    p.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="PATH_OR_URI", help=_MODEL_HELP)
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking store that resolves a models:/ or runs:/ URI (default: $MLFLOW_TRACKING_URI, "
+                        f"else sqlite:///{PIPELINE_STORE} when that file exists in the current directory)")
 
 
 def _escape_char(m: re.Match[str]) -> str:

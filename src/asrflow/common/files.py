@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,3 +98,20 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextmanager
+def replaced_dir(out_dir: str | Path) -> Iterator[Path]:
+    """A path beside ``out_dir`` (not created) to build the new directory at; when the block
+    ends without an exception, the new directory replaces ``out_dir`` by renames, so
+    ``out_dir`` never holds a half-written tree; either way nothing else is left behind."""
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        yield work / "new"
+        if out_dir.exists() or out_dir.is_symlink():
+            os.replace(out_dir, work / "previous")
+        os.replace(work / "new", out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

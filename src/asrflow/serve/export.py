@@ -26,9 +26,7 @@ acoustic model, the same front end and the same beam search as the PyTorch model
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict
 from importlib import metadata
@@ -37,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from asrflow.common.files import replaced_dir
 from asrflow.serve.model import AsrflowModel
 from asrflow.serve.settings import DECODER, LM_FILES, DecoderSettings
 
@@ -111,11 +110,7 @@ def export_onnx(model: str | Path, out_dir: str | Path, check_seconds: float = 3
     from asrflow.serve.loading import load_transcriber
 
     src = load_transcriber(model)
-    out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        export = work / "export"
+    with replaced_dir(out_dir) as export:
         export.mkdir()
         net = normalised_model(src.model, src.mean, src.std)
         # the check input: a few seconds of noise through the real front end
@@ -145,11 +140,6 @@ def export_onnx(model: str | Path, out_dir: str | Path, check_seconds: float = 3
                 "onnx_mb": round((export / ONNX_FILE).stat().st_size / 1e6, 3),
                 "versions": {name: _version(name) for name in ("asrflow", "torch", "onnx", "onnxruntime")}}
         (export / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists() or out_dir.is_symlink():
-            os.replace(out_dir, work / "previous")
-        os.replace(export, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return meta
 
 

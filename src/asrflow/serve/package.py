@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 
+from asrflow.common.files import replaced_dir
 from asrflow.data.archives import link_or_copy
 from asrflow.serve.settings import CHECKPOINT, DATA_DIR, DECODER, LM_FILES, LOADER_MODULE, DecoderSettings
 
@@ -115,26 +114,18 @@ def package_model(out_dir: str | Path, model_pt: str | Path, lm_dir: str | Path,
         hint = " (set 'lm.char_order' so the lm stage builds char.bin)" if settings.mode == "lexicon_free" else ""
         raise FileNotFoundError(f"decoder mode {settings.mode!r} needs {', '.join(absent)}{hint}")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        data = work / DATA_DIR
+    with replaced_dir(out_dir) as pkg:
+        data = pkg.parent / DATA_DIR  # beside the package being built: save_model copies it in
         data.mkdir()
         (data / DECODER).write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n")
         for name, src in {CHECKPOINT: model_pt, **needed}.items():
             link_or_copy(src, data / name)
-        pkg = work / "package"
         with _quiet_mlflow():
             mlflow.pyfunc.save_model(
                 path=str(pkg), loader_module=LOADER_MODULE, data_path=str(data),
                 pip_requirements=pinned_requirements(), signature=SIGNATURE,
                 metadata={"asrflow_version": _asrflow_version(), "decode_mode": settings.mode,
                           "sample_rate": sample_rate, "vocab_size": vocab_size})
-        if out_dir.exists() or out_dir.is_symlink():
-            os.replace(out_dir, work / "previous")
-        os.replace(pkg, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return out_dir
 
 
