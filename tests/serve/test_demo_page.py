@@ -126,3 +126,13 @@ def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  
     rows = page.js("[...document.querySelectorAll('#words tbody tr')].map(r => r.cells[0].textContent)")
     assert rows == [w["word"] for w in want["words"]]
     page.screenshot(out / "asrflow-serve-demo-file.png")
+    # the same file with hotwords typed into the page: what ?hotwords= gives
+    req = urllib.request.Request(server["url"] + "/transcribe?hotwords=cat%2Chotdog",
+                                 data=server["speech"].read_bytes(), headers={"Authorization": f"Bearer {TOKEN}"})
+    want = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    page.js("document.getElementById('hotwords').value = 'cat,hotdog';"
+            "document.getElementById('status').textContent = 'choosing a file'")
+    page.call("DOM.setFileInputFiles", files=[str(server["speech"])], nodeId=node)
+    page.js("document.getElementById('file').dispatchEvent(new Event('change'))")
+    page.wait("document.getElementById('status').textContent.startsWith('done')")
+    assert page.js("document.getElementById('final').textContent") == (want["text"] or "(nothing recognised)")

@@ -203,3 +203,34 @@ def test_mlflow_models_serve_scores_a_batch(server):
             got = json.loads(r.read())["predictions"]
     assert got == [{"path": str(server["speech"]), "text": want, "error": None},
                    {"path": "/no/such.wav", "text": None, "error": "/no/such.wav: no such file"}]
+
+
+def test_hotwords_are_boosted_per_request(server):
+    """?hotwords= on a file and a stream: the answer is the model's beam search with those
+    words boosted (tests/decode/test_hotwords.py shows the boost fixing a word); a word the
+    model cannot spell is a 400, or an error and close on a stream."""
+    model = load_transcriber(server["pkg"])
+    wav = sf.read(str(server["speech"]), dtype="float32")[0]
+    want = model.search.decode_aligned(model.logprobs(wav), ["hotdog", "the cat"], 100.0)[0]
+    assert "cat" in want.split() and want != model.transcribe([server["speech"]])[0].text  # (a random model)
+    req = urllib.request.Request(server["url"] + "/transcribe?hotwords=hotdog,the%20cat&boost=100",
+                                 data=server["speech"].read_bytes(), headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert json.loads(r.read())["text"] == want
+    chunks = pcm_chunks(server["speech"])
+    with connect(f"{server['ws']}/stream?token={TOKEN}&hotwords=hotdog,the%20cat&boost=100") as ws:
+        for c in chunks:
+            ws.send(c)
+        ws.send(json.dumps({"eof": True}))
+        msgs = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                msgs.append(json.loads(ws.recv(timeout=60)))
+    assert msgs[-1]["type"] == "final" and msgs[-1]["text"] == want
+    bad = urllib.request.Request(server["url"] + "/transcribe?hotwords=cat9", data=server["speech"].read_bytes(),
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(bad, timeout=60)
+    assert e.value.code == 400 and "cannot spell: 9" in json.loads(e.value.read())["error"]
+    with connect(f"{server['ws']}/stream?token={TOKEN}&hotwords=cat9") as ws:
+        assert "cannot spell: 9" in json.loads(ws.recv(timeout=30))["error"]

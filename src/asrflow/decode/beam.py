@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions, LexiconFreeDecoder,
-                                         LexiconFreeDecoderOptions, SmearingMode, Trie)
+from flashlight.lib.text.decoder import (LM, CriterionType, LexiconDecoder, LexiconDecoderOptions, LexiconFreeDecoder,
+                                         LexiconFreeDecoderOptions, LMState, SmearingMode, Trie)
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
 
@@ -71,15 +71,22 @@ class BeamSearch:
         self.word_dict = create_word_dict(lexicon)
         self.lm = KenLM(str(lm_dir / "lm.bin"), self.word_dict)
         self.unk = self.word_dict.get_index("<unk>")
-        self.trie = Trie(len(tokens), self.sil)
+        self.lexicon = {self.word_dict.get_index(w): spellings for w, spellings in lexicon.items()}
+        self.trie = self._trie(self.lexicon, {})
+        self._hot: dict[tuple[tuple[str, ...], float], tuple[Any, ...]] = {}  # a few recent hotword decoders
+
+    def _trie(self, spellings: dict[int, list[list[str]]], bonus: dict[int, float]) -> Trie:
+        """The lexicon trie over ``spellings`` (word index -> its spellings), each word's unigram
+        LM score (plus its ``bonus``) as the score smeared along its path."""
+        trie = Trie(len(self.tokens), self.sil)
         start = self.lm.start(False)
-        for word, spellings in lexicon.items():
-            widx = self.word_dict.get_index(word)
-            _, score = self.lm.score(start, widx)
-            for spelling in spellings:
-                ids = [self.token_dict.get_index(t) for t in spelling]
-                self.trie.insert(ids, widx, score)
-        self.trie.smear(SmearingMode.MAX)
+        n_base = self.word_dict.index_size()
+        for widx, words in spellings.items():
+            _, score = self.lm.score(start, widx if widx < n_base else self.unk)
+            for spelling in words:
+                trie.insert([self.token_dict.get_index(t) for t in spelling], widx, score + bonus.get(widx, 0.0))
+        trie.smear(SmearingMode.MAX)
+        return trie
 
     def set_weights(self, alpha: float, beta: float) -> None:
         """LM weight ``alpha`` and word insertion score ``beta`` (cheap: no LM reload).
@@ -111,11 +118,54 @@ class BeamSearch:
             return self.tokenizer.greedy(t for t in best.tokens if t >= 0)
         return " ".join(self.word_dict.get_entry(w) for w in best.words if w >= 0)
 
-    def decode_aligned(self, logprobs: np.ndarray) -> tuple[str, list[AlignedWord]]:
+    def hotword_decoder(self, hotwords: list[str], boost: float) -> tuple[Any, list[str]]:
+        """A lexicon decoder (at the current weights) that adds ``boost`` to the LM log-score
+        (before alpha scales it) of each word of ``hotwords`` (words, or phrases whose words
+        are boosted each), spelling any that the lexicon lacks letter by letter (the LM
+        scores those as its unknown word); and the word list its word indices name. The last
+        few are kept. Raises ValueError for a word with a character outside the tokens, or in
+        lexicon-free mode."""
+        if self.cfg.mode == "lexicon_free":
+            raise ValueError("hotwords need lexicon decoding (decode.mode: lexicon)")
+        wanted = tuple(sorted({w for phrase in hotwords for w in phrase.lower().split()}))
+        key = (wanted, float(boost), self._weights)
+        if key in self._hot:
+            return self._hot[key][:2]
+        known = set(self.tokens) - {BLANK, SPACE}
+        for w in wanted:
+            bad = sorted(set(w) - known)
+            if bad:
+                raise ValueError(f"hotword {w!r} has characters the model cannot spell: {''.join(bad)}")
+        words = [self.word_dict.get_entry(i) for i in range(self.word_dict.index_size())]
+        index = {w: i for i, w in enumerate(words)}
+        spellings = dict(self.lexicon)
+        for w in wanted:
+            if w not in index:
+                index[w] = len(words)
+                words.append(w)
+                spellings[index[w]] = [list(w)]
+        bonus = {index[w]: float(boost) for w in wanted}
+        lm = _BoostedLM(self.lm, self.unk, self.word_dict.index_size(), bonus)
+        alpha, beta = self._weights
+        opts = LexiconDecoderOptions(
+            beam_size=self.cfg.beam_size, beam_size_token=self.cfg.token_beam or len(self.tokens),
+            beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
+            unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
+        trie = self._trie(spellings, bonus)
+        decoder = LexiconDecoder(opts, trie, lm, self.sil, self.blank, self.unk, [], False)
+        if len(self._hot) >= 8:
+            self._hot.pop(next(iter(self._hot)))
+        self._hot[key] = (decoder, words, lm, trie)  # the LM and trie live as long as the decoder
+        return decoder, words
+
+    def decode_aligned(self, logprobs: np.ndarray, hotwords: list[str] | None = None,
+                       boost: float = 10.0) -> tuple[str, list[AlignedWord]]:
         """:meth:`decode`'s transcript and its words, each with the first and last output frame
         of its characters on the best hypothesis' CTC path and a confidence: the mean
-        posterior probability of the path's tokens over those frames (0..1)."""
-        best = self._best(logprobs)
+        posterior probability of the path's tokens over those frames (0..1). With
+        ``hotwords``, decoded by :meth:`hotword_decoder`."""
+        decoder, names = self.hotword_decoder(hotwords, boost) if hotwords else (None, None)
+        best = self._best(logprobs, decoder)
         if best is None:
             return "", []
         path = list(best.tokens)[1:-1] if len(best.tokens) == logprobs.shape[0] + 2 else list(best.tokens)
@@ -135,7 +185,7 @@ class BeamSearch:
                     chars[-1] += self.tokens[tok]
             prev = tok
         words = " ".join(chars).split() if self.cfg.mode == "lexicon_free" else \
-            [self.word_dict.get_entry(w) for w in best.words if w >= 0]
+            [names[w] if names else self.word_dict.get_entry(w) for w in best.words if w >= 0]
         text = " ".join(words)
         if len(words) != len(spans):  # a path that does not spell the words (not seen): no timing
             return text, [AlignedWord(w, -1, -1, float("nan")) for w in words]
@@ -146,12 +196,39 @@ class BeamSearch:
             out.append(AlignedWord(w, a, b, conf))
         return text, out
 
-    def _best(self, logprobs: np.ndarray):
+    def _best(self, logprobs: np.ndarray, decoder: Any = None):
         if self._decoder is None:
             raise RuntimeError("call set_weights(alpha, beta) before decode()")
         em = np.ascontiguousarray(logprobs, dtype=np.float32)
-        results = self._decoder.decode(em.ctypes.data, em.shape[0], em.shape[1])
+        results = (decoder or self._decoder).decode(em.ctypes.data, em.shape[0], em.shape[1])
         return results[0] if results else None
+
+
+class _BoostedLM(LM):
+    """The word KenLM with a bonus on some words' log-scores; word indices from ``n_base`` on
+    (hotwords the lexicon lacks) are scored as the LM's unknown word."""
+
+    def __init__(self, base: KenLM, unk: int, n_base: int, bonus: dict[int, float]):
+        LM.__init__(self)
+        self.base, self.unk, self.n_base, self.bonus = base, unk, n_base, bonus
+        self.inner: dict[LMState, Any] = {}  # our state -> the KenLM's
+
+    def start(self, start_with_nothing: bool) -> LMState:  # a decode begins: earlier states are done with
+        state = LMState()
+        self.inner = {state: self.base.start(start_with_nothing)}
+        return state
+
+    def score(self, state: LMState, usr_index: int) -> tuple[LMState, float]:
+        inner, score = self.base.score(self.inner[state], usr_index if usr_index < self.n_base else self.unk)
+        out = state.child(usr_index)
+        self.inner[out] = inner
+        return out, score + self.bonus.get(usr_index, 0.0)
+
+    def finish(self, state: LMState) -> tuple[LMState, float]:
+        inner, score = self.base.finish(self.inner[state])
+        out = state.child(-1)
+        self.inner[out] = inner
+        return out, score
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@
   closes. The default model is bidirectional, so a partial re-decodes the whole audio so far
   (its cost grows with the stream; ``max_stream_s`` bounds it); a unidirectional model
   (``train.bidirectional: false``) is decoded the same way here.
+- hotwords: ``?hotwords=word,a phrase,...`` on either (``&boost=``, default 10: added to
+  each word's LM log-score before alpha scales it) makes the beam search favour those
+  words, spelling any the lexicon lacks (:meth:`asrflow.decode.beam.BeamSearch.hotword_decoder`).
 - ``GET /health`` (model, sample rate, decoding mode) and ``GET /metrics`` (Prometheus text:
   requests by endpoint and status; ``asrflow_compute_seconds_total``, the time spent decoding,
   partials included, not waiting; ``asrflow_audio_seconds_total``, the audio of files and
@@ -45,6 +48,7 @@ from asrflow.data.audio import AudioError, prepare_audio
 from asrflow.serve.model import AsrflowModel
 
 TRY_AGAIN_LATER, POLICY_VIOLATION, TOO_BIG = 1013, 1008, 1009
+MAX_HOTWORDS = 100
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,14 @@ class Recognizer:
         self._lock = threading.Lock()
         self.compute_seconds = 0.0  # decoding time, partials included (not the wait for the lock)
 
-    def recognize(self, wav: np.ndarray) -> dict[str, Any]:
+    def recognize(self, wav: np.ndarray, hotwords: list[str] | None = None, boost: float = 10.0) -> dict[str, Any]:
         duration = len(wav) / self.sample_rate
         if wav.size < self.model.min_samples:
             return {"text": "", "duration": round(duration, 3), "words": []}
         with self._lock:
             t0 = time.perf_counter()
             lp = self.model.logprobs(wav)
-            text, words = self.model.search.decode_aligned(lp) if lp.shape[0] else ("", [])
+            text, words = self.model.search.decode_aligned(lp, hotwords, boost) if lp.shape[0] else ("", [])
             self.compute_seconds += time.perf_counter() - t0
         step = duration / max(lp.shape[0], 1)  # seconds per output frame
         return {"text": text, "duration": round(duration, 3),
@@ -83,6 +87,21 @@ class Recognizer:
                            "end": round((w.last_frame + 1) * step, 3) if w.last_frame >= 0 else None,
                            "confidence": None if math.isnan(w.confidence) else round(w.confidence, 4)}
                           for w in words]}
+
+
+def parse_hotwords(query: Any, rec: Recognizer) -> tuple[list[str], float]:
+    """``?hotwords=word,a phrase,...&boost=10`` as (hotwords, boost); ValueError naming what is wrong."""
+    hotwords = [h.strip() for h in (query.get("hotwords") or "").split(",") if h.strip()]
+    try:
+        boost = float(query.get("boost", "10"))
+    except ValueError:
+        raise ValueError(f"boost must be a number, not {query.get('boost')!r}") from None
+    if len(hotwords) > MAX_HOTWORDS or not 0 <= boost <= 100:
+        raise ValueError(f"at most {MAX_HOTWORDS} hotwords, and a boost from 0 to 100")
+    if hotwords:
+        with rec._lock:  # checks the words and builds (and keeps) the decoder before any audio
+            rec.model.search.hotword_decoder(hotwords, boost)
+    return hotwords, boost
 
 
 class Stats:
@@ -157,7 +176,11 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
         if not body:
             return error("transcribe", 400, "empty request body: send the audio file as the body")
         try:
-            result = await run_in_threadpool(_recognize_bytes, rec, bytes(body))
+            hotwords, boost = await run_in_threadpool(parse_hotwords, request.query_params, rec)
+        except ValueError as e:
+            return error("transcribe", 400, str(e))
+        try:
+            result = await run_in_threadpool(_recognize_bytes, rec, bytes(body), hotwords, boost)
         except AudioError as e:
             return error("transcribe", 400, str(e))
         stats.audio_seconds += result["duration"]
@@ -176,6 +199,13 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
             stats.requests[("stream", 400)] += 1
             await ws.send_json({"type": "error", "error": f"this model takes {rec.sample_rate} Hz PCM, not {rate} Hz"})
             await ws.close(POLICY_VIOLATION, "wrong sample rate")
+            return
+        try:
+            hotwords, boost = await run_in_threadpool(parse_hotwords, ws.query_params, rec)
+        except ValueError as e:
+            stats.requests[("stream", 400)] += 1
+            await ws.send_json({"type": "error", "error": str(e)})
+            await ws.close(POLICY_VIOLATION, "bad hotwords")
             return
         if stats.streams >= settings.max_streams:
             stats.requests[("stream", 503)] += 1
@@ -204,7 +234,7 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
                         return
                     if len(pcm) - decoded_at >= every:
                         decoded_at = len(pcm)
-                        partial = await run_in_threadpool(rec.recognize, _samples(pcm))
+                        partial = await run_in_threadpool(rec.recognize, _samples(pcm), hotwords, boost)
                         await ws.send_json({"type": "partial", "text": partial["text"],
                                             "duration": partial["duration"]})
                 elif msg.get("text") is not None:
@@ -217,7 +247,7 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
                         await ws.send_json({"type": "error", "error": 'text messages must be {"eof": true}'})
                         await ws.close(POLICY_VIOLATION, "bad message")
                         return
-                    final = await run_in_threadpool(rec.recognize, _samples(pcm))
+                    final = await run_in_threadpool(rec.recognize, _samples(pcm), hotwords, boost)
                     stats.audio_seconds += final["duration"]
                     stats.requests[("stream", 200)] += 1
                     await ws.send_json({"type": "final", **final})
@@ -236,7 +266,7 @@ def _samples(pcm: bytearray) -> np.ndarray:
     return np.frombuffer(bytes(pcm), dtype="<i2").astype(np.float32) / 32768.0
 
 
-def _recognize_bytes(rec: Recognizer, body: bytes) -> dict[str, Any]:
+def _recognize_bytes(rec: Recognizer, body: bytes, hotwords: list[str], boost: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="asrflow-serve-") as work:
         path = Path(work) / "upload"
         path.write_bytes(body)
@@ -244,7 +274,7 @@ def _recognize_bytes(rec: Recognizer, body: bytes) -> dict[str, Any]:
             wav = prepare_audio(path, rec.sample_rate, work)
         except AudioError as e:  # name the upload, not the temporary file
             raise AudioError(str(e).replace(str(path), "uploaded audio")) from None
-        return rec.recognize(wav)
+        return rec.recognize(wav, hotwords, boost)
 
 
 def serve(model: str, host: str, port: int, settings: ServerSettings) -> None:
