@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -160,9 +161,15 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server):
     assert 'asrflow_requests_total{endpoint="stream",status="499"}' in metrics, metrics
 
 
+def rss_mb(url: str) -> float:
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    return int(re.search(r"^process_resident_memory_bytes (\d+)$", text, re.M).group(1)) / 1e6
+
+
 def test_a_hundred_connections_at_once(server):
-    """100 streams opened together against --max-streams 4: each either streams to a final
-    result or is refused with 1013 (try again later); none hangs, the server stays up."""
+    """100 streams opened together against --max-streams 4, three times: each either streams
+    to a final result or is refused with 1013 (try again later); none hangs, the server stays
+    up, and its memory after the third wave is within 20 MB of after the first."""
     chunks = pcm_chunks(server["speech"], seconds=1.0)[:2]
     hold = threading.Barrier(100)
 
@@ -179,10 +186,15 @@ def test_a_hundred_connections_at_once(server):
         except ConnectionClosed as e:
             return f"closed {e.rcvd.code if e.rcvd else None}"
 
-    with ThreadPoolExecutor(100) as pool:
-        outcomes = list(pool.map(one, range(100)))
-    counts = {o: outcomes.count(o) for o in set(outcomes)}
-    assert set(counts) <= {"final", "closed 1013"} and counts.get("final", 0) >= 4, counts
+    memory = []
+    for _ in range(3):
+        with ThreadPoolExecutor(100) as pool:
+            outcomes = list(pool.map(one, range(100)))
+        counts = {o: outcomes.count(o) for o in set(outcomes)}
+        assert set(counts) <= {"final", "closed 1013"} and counts.get("final", 0) >= 4, counts
+        memory.append(rss_mb(server["url"]))
+    print(f"server RSS (MB) after each wave of 100: {memory}")
+    assert memory[2] - memory[0] < 20, memory
     assert json.loads(urllib.request.urlopen(server["url"] + "/health").read())["streams_open"] == 0
     assert post(server["url"], server["speech"].read_bytes())[0] == 200
 

@@ -16,7 +16,7 @@
 - ``GET /health`` (model, sample rate, decoding mode) and ``GET /metrics`` (Prometheus text:
   requests by endpoint and status; ``asrflow_compute_seconds_total``, the time spent decoding,
   partials included, not waiting; ``asrflow_audio_seconds_total``, the audio of files and
-  finished streams; open streams).
+  finished streams; open streams; ``process_resident_memory_bytes``).
 
 Limits: a bearer token when one is set (``Authorization: Bearer ...``; a WebSocket may
 pass ``?token=`` since browsers cannot set headers on one), ``max_upload_mb`` per file,
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import tempfile
 import threading
@@ -120,7 +121,8 @@ class Stats:
         lines += ["# TYPE asrflow_audio_seconds_total counter", f"asrflow_audio_seconds_total {self.audio_seconds:.3f}",
                   "# TYPE asrflow_compute_seconds_total counter",
                   f"asrflow_compute_seconds_total {self.rec.compute_seconds:.3f}",
-                  "# TYPE asrflow_streams_open gauge", f"asrflow_streams_open {self.streams}"]
+                  "# TYPE asrflow_streams_open gauge", f"asrflow_streams_open {self.streams}",
+                  "# TYPE process_resident_memory_bytes gauge", f"process_resident_memory_bytes {_rss_bytes()}"]
         return "\n".join(lines) + "\n"
 
 
@@ -260,6 +262,15 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
 
     app.state.stats = stats
     return app
+
+
+def _rss_bytes() -> int:
+    """This process' resident memory (Linux /proc; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _samples(pcm: bytearray) -> np.ndarray:
