@@ -28,11 +28,13 @@ def sox(*args: str) -> None:
     subprocess.run(["sox", *args], check=True, capture_output=True)
 
 
-def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0) -> Path:
-    """A randomly initialised (seeded) small model, saved with the dict layout train.py writes."""
+def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0, **model) -> Path:
+    """A randomly initialised (seeded) small model, saved with the dict layout train.py writes;
+    ``model``: train-block overrides (``bidirectional=False, lookahead=2``: a streamable one)."""
     torch.manual_seed(seed)
     feat = config(FeatureConfig, "features", sample_rate=sample_rate, n_mels=40)
-    mcfg = model_config(40, len(TOKENS), conv_channels=4, rnn_layers=1, rnn_hidden=32, conv_strides=[[2, 2], [2, 1]])
+    mcfg = model_config(40, len(TOKENS), **{"conv_channels": 4, "rnn_layers": 1, "rnn_hidden": 32,
+                                            "conv_strides": [[2, 2], [2, 1]], **model})
     model = DeepSpeech2(mcfg)
     rng = np.random.default_rng(seed)
     ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,

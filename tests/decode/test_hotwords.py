@@ -1,10 +1,9 @@
-"""Hotwords: the real beam search and KenLM (built by lmplz over a few sentences) on CTC
+"""Hotwords and streaming: the real beam search and KenLM (built by lmplz over a few sentences) on CTC
 emissions made to spell a chosen sentence, a letter per frame with some probability mass
 on every other token."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -57,4 +56,17 @@ def test_boosting_a_lexicon_word_fixes_what_the_base_decoder_gets_wrong(search):
 def test_the_boost_is_a_log_score_bonus(search):
     lp = spelling("the cat", confusions={4: {"r": 0.65}})
     assert search.decode_aligned(lp, hotwords=["cat"], boost=0.0)[0] == "the rat"
-    assert not math.isnan(search.decode_aligned(lp, hotwords=["cat"], boost=10.0)[1][1].confidence)
+    assert 0 < search.decode_aligned(lp, hotwords=["cat"], boost=10.0)[1][1].confidence <= 1
+
+
+def test_a_stream_decoder_gives_partials_then_the_offline_result(search):
+    lp = spelling("the cat sat on the mat", confusions={4: {"r": 0.65}})
+    for hotwords in (None, ["cat"]):
+        stream = search.stream_decoder(hotwords)
+        partials = []
+        for i in range(0, lp.shape[0], 7):
+            stream.feed(lp[i:i + 7])
+            partials.append(stream.partial())
+        assert stream.finish() == search.decode_aligned(lp, hotwords)
+        assert partials[len(partials) // 2].split()[:1] == ["the"] and partials[-1] == search.decode_aligned(
+            lp, hotwords)[0].rsplit(" ", 1)[0] or partials[-1] == search.decode_aligned(lp, hotwords)[0], partials

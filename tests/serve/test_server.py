@@ -49,6 +49,20 @@ def server(tmp_path_factory):
         yield {"url": url, "ws": url.replace("http://", "ws://"), "pkg": pkg, "speech": d / "speech.wav", "dir": d}
 
 
+@pytest.fixture(scope="module")
+def uni_server(server):
+    """The same, serving a unidirectional model with a lookahead (it streams for real)."""
+    d = server["dir"] / "uni"
+    d.mkdir()
+    pkg = package_model(d / "pkg", make_checkpoint(d / "model.pt", bidirectional=False, lookahead=3, rnn_layers=2),
+                        make_lm(d / "lm"), SETTINGS)
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "asrflow"), "serve", "--model", str(pkg), "--port", str(port), "--token",
+           TOKEN]
+    with serving(cmd, d, port, timeout_s=120) as url:
+        yield {**server, "url": url, "ws": url.replace("http://", "ws://"), "pkg": pkg}
+
+
 def post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, dict]:
     req = urllib.request.Request(url + "/transcribe", data=body, method="POST",
                                  headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -246,3 +260,18 @@ def test_hotwords_are_boosted_per_request(server):
     assert e.value.code == 400 and "cannot spell: 9" in json.loads(e.value.read())["error"]
     with connect(f"{server['ws']}/stream?token={TOKEN}&hotwords=cat9") as ws:
         assert "cannot spell: 9" in json.loads(ws.recv(timeout=30))["error"]
+
+
+def test_a_unidirectional_model_streams_for_real_to_the_files_result(uni_server):
+    """Partials from the incremental model and beam search as audio arrives; the final result
+    equals the file's (the offline model's) to 1e-4 in each word's confidence."""
+    status, want = post(uni_server["url"], uni_server["speech"].read_bytes())
+    assert status == 200
+    msgs = stream(uni_server["ws"], pcm_chunks(uni_server["speech"]))
+    final = msgs[-1]
+    assert final["type"] == "final" and sum(m["type"] == "partial" for m in msgs) >= 3, msgs
+    assert (final["text"], final["duration"]) == (want["text"], want["duration"])
+    assert [(w["word"], w["start"], w["end"]) for w in final["words"]] == \
+        [(w["word"], w["start"], w["end"]) for w in want["words"]]
+    assert [w["confidence"] for w in final["words"]] == pytest.approx([w["confidence"] for w in want["words"]],
+                                                                      abs=1e-4)

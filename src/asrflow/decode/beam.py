@@ -95,19 +95,38 @@ class BeamSearch:
         """
         if self._weights == (alpha, beta):
             return
+        self._weights = (alpha, beta)
+        self._decoder = self._make_decoder(self.trie if self.cfg.mode == "lexicon" else None, self.lm)
+
+    def _make_decoder(self, trie: Trie | None, lm: Any) -> Any:
+        """A decoder at the current weights over ``trie`` (lexicon mode) and ``lm``."""
+        alpha, beta = self._weights
         token_beam = self.cfg.token_beam or len(self.tokens)
         if self.cfg.mode == "lexicon_free":
             opts = LexiconFreeDecoderOptions(
                 beam_size=self.cfg.beam_size, beam_size_token=token_beam, beam_threshold=self.cfg.beam_threshold,
                 lm_weight=alpha, sil_score=beta, log_add=False, criterion_type=CriterionType.CTC)
-            self._decoder = LexiconFreeDecoder(opts, self.lm, self.sil, self.blank, [])
-        else:
-            opts = LexiconDecoderOptions(
-                beam_size=self.cfg.beam_size, beam_size_token=token_beam,
-                beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
-                unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
-            self._decoder = LexiconDecoder(opts, self.trie, self.lm, self.sil, self.blank, self.unk, [], False)
-        self._weights = (alpha, beta)
+            return LexiconFreeDecoder(opts, lm, self.sil, self.blank, [])
+        opts = LexiconDecoderOptions(
+            beam_size=self.cfg.beam_size, beam_size_token=token_beam,
+            beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
+            unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
+        return LexiconDecoder(opts, trie, lm, self.sil, self.blank, self.unk, [], False)
+
+    def stream_decoder(self, hotwords: list[str] | None = None, boost: float = 10.0) -> "StreamDecoder":
+        """A decoder of its own for one stream: log-probs fed as they come, the best
+        hypothesis so far at any point, and at the end what :meth:`decode_aligned` gives for
+        all of them (the search is frame-synchronous: feeding in pieces changes nothing)."""
+        if self._decoder is None:
+            raise RuntimeError("call set_weights(alpha, beta) before decoding")
+        if hotwords:  # the trie is shared; the LM wrapper keeps per-decode states, so one of its own
+            _, names, shared, trie = self._hot_entry(hotwords, boost)
+            lm = _BoostedLM(self.lm, self.unk, shared.n_base, shared.bonus)
+            decoder = StreamDecoder(self, self._make_decoder(trie, lm), names)
+            decoder.keep = lm
+            return decoder
+        return StreamDecoder(self, self._make_decoder(self.trie if self.cfg.mode == "lexicon" else None, self.lm),
+                             None)
 
     def decode(self, logprobs: np.ndarray) -> str:
         """Best transcript for one utterance's (frames, vocab) float32 log-probs."""
@@ -125,12 +144,15 @@ class BeamSearch:
         scores those as its unknown word); and the word list its word indices name. The last
         few are kept. Raises ValueError for a word with a character outside the tokens, or in
         lexicon-free mode."""
+        return self._hot_entry(hotwords, boost)[:2]
+
+    def _hot_entry(self, hotwords: list[str], boost: float) -> tuple[Any, list[str], "_BoostedLM", Trie]:
         if self.cfg.mode == "lexicon_free":
             raise ValueError("hotwords need lexicon decoding (decode.mode: lexicon)")
         wanted = tuple(sorted({w for phrase in hotwords for w in phrase.lower().split()}))
         key = (wanted, float(boost), self._weights)
         if key in self._hot:
-            return self._hot[key][:2]
+            return self._hot[key]
         known = set(self.tokens) - {BLANK, SPACE}
         for w in wanted:
             bad = sorted(set(w) - known)
@@ -146,17 +168,12 @@ class BeamSearch:
                 spellings[index[w]] = [list(w)]
         bonus = {index[w]: float(boost) for w in wanted}
         lm = _BoostedLM(self.lm, self.unk, self.word_dict.index_size(), bonus)
-        alpha, beta = self._weights
-        opts = LexiconDecoderOptions(
-            beam_size=self.cfg.beam_size, beam_size_token=self.cfg.token_beam or len(self.tokens),
-            beam_threshold=self.cfg.beam_threshold, lm_weight=alpha, word_score=beta,
-            unk_score=-math.inf, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
         trie = self._trie(spellings, bonus)
-        decoder = LexiconDecoder(opts, trie, lm, self.sil, self.blank, self.unk, [], False)
+        decoder = self._make_decoder(trie, lm)
         if len(self._hot) >= 8:
             self._hot.pop(next(iter(self._hot)))
         self._hot[key] = (decoder, words, lm, trie)  # the LM and trie live as long as the decoder
-        return decoder, words
+        return self._hot[key]
 
     def decode_aligned(self, logprobs: np.ndarray, hotwords: list[str] | None = None,
                        boost: float = 10.0) -> tuple[str, list[AlignedWord]]:
@@ -165,34 +182,49 @@ class BeamSearch:
         posterior probability of the path's tokens over those frames (0..1). With
         ``hotwords``, decoded by :meth:`hotword_decoder`."""
         decoder, names = self.hotword_decoder(hotwords, boost) if hotwords else (None, None)
-        best = self._best(logprobs, decoder)
+        return self.aligned(self._best(logprobs, decoder), logprobs, names)
+
+    def aligned(self, best: Any, logprobs: np.ndarray, names: list[str] | None) -> tuple[str, list[AlignedWord]]:
+        """The transcript and aligned words of a decoder's ``best`` result over ``logprobs``
+        (``names``: the word list of a hotword decoder)."""
         if best is None:
             return "", []
-        path = list(best.tokens)[1:-1] if len(best.tokens) == logprobs.shape[0] + 2 else list(best.tokens)
-        spans: list[list[int]] = []  # [first frame, last frame] per word on the path
-        chars: list[str] = []
-        prev, open_word = self.blank, False
-        for t, tok in enumerate(path[: logprobs.shape[0]]):
-            if tok == self.sil or tok < 0:
-                open_word = False
-            elif tok != self.blank:
-                if not open_word:
-                    spans.append([t, t])
-                    chars.append("")
-                    open_word = True
-                spans[-1][1] = t
-                if tok != prev:
-                    chars[-1] += self.tokens[tok]
-            prev = tok
-        words = " ".join(chars).split() if self.cfg.mode == "lexicon_free" else \
-            [names[w] if names else self.word_dict.get_entry(w) for w in best.words if w >= 0]
+        n = logprobs.shape[0]
+        pad = 1 if len(best.tokens) == n + 2 else 0  # the search pads its paths with a frame each side
+        path = list(best.tokens)[pad:pad + n]
+        spans: list[list[int]] = []  # [first frame, last frame] of each word's letters on the path
+        if self.cfg.mode == "lexicon_free":  # words are what lies between separators
+            words, chars, prev, open_word = [], [], self.blank, False
+            for t, tok in enumerate(path):
+                if tok == self.sil or tok < 0:
+                    open_word = False
+                elif tok != self.blank:
+                    if not open_word:
+                        spans.append([t, t])
+                        chars.append("")
+                        open_word = True
+                    spans[-1][1] = t
+                    if tok != prev:
+                        chars[-1] += self.tokens[tok]
+                prev = tok
+            words = " ".join(chars).split()
+        else:  # the search marks the frame each word ends on; its letters are the frames before
+            ends = list(best.words)[pad:pad + n]
+            words, first, last = [], None, None
+            for t, (tok, w) in enumerate(zip(path, ends)):
+                if tok not in (self.blank, self.sil) and tok >= 0:
+                    first = t if first is None else first
+                    last = t
+                if w >= 0:
+                    words.append(names[w] if names else self.word_dict.get_entry(w))
+                    spans.append([t, t] if first is None else [first, last])
+                    first = last = None
         text = " ".join(words)
         if len(words) != len(spans):  # a path that does not spell the words (not seen): no timing
-            return text, [AlignedWord(w, -1, -1, float("nan")) for w in words]
+            return text, [AlignedWord(w, -1, -1, None) for w in words]
         out = []
         for w, (a, b) in zip(words, spans):
-            frames = range(a, b + 1)
-            conf = float(np.mean([np.exp(logprobs[t, path[t]]) for t in frames]))
+            conf = float(np.mean([np.exp(logprobs[t, path[t]]) for t in range(a, b + 1) if path[t] >= 0] or [0.0]))
             out.append(AlignedWord(w, a, b, conf))
         return text, out
 
@@ -202,6 +234,39 @@ class BeamSearch:
         em = np.ascontiguousarray(logprobs, dtype=np.float32)
         results = (decoder or self._decoder).decode(em.ctypes.data, em.shape[0], em.shape[1])
         return results[0] if results else None
+
+
+class StreamDecoder:
+    """One stream's beam search (:meth:`BeamSearch.stream_decoder`)."""
+
+    def __init__(self, search: BeamSearch, decoder: Any, names: list[str] | None):
+        self.search, self.decoder, self.names = search, decoder, names
+        self.keep: Any = None  # what the decoder refers to and must outlive it
+        self.logprobs: list[np.ndarray] = []
+        decoder.decode_begin()
+
+    def feed(self, logprobs: np.ndarray) -> None:
+        if logprobs.shape[0]:
+            em = np.ascontiguousarray(logprobs, dtype=np.float32)
+            self.logprobs.append(em)
+            self.decoder.decode_step(em.ctypes.data, em.shape[0], em.shape[1])
+
+    def partial(self) -> str:
+        """The best hypothesis so far."""
+        if not self.logprobs:
+            return ""
+        best = self.decoder.get_best_hypothesis()
+        if self.search.cfg.mode == "lexicon_free":
+            return self.search.tokenizer.greedy(t for t in best.tokens if t >= 0)
+        names = self.names
+        return " ".join(names[w] if names else self.search.word_dict.get_entry(w) for w in best.words if w >= 0)
+
+    def finish(self) -> tuple[str, list[AlignedWord]]:
+        if not self.logprobs:
+            return "", []
+        self.decoder.decode_end()
+        results = self.decoder.get_all_final_hypothesis()
+        return self.search.aligned(results[0] if results else None, np.concatenate(self.logprobs), self.names)
 
 
 class _BoostedLM(LM):
@@ -238,7 +303,7 @@ class AlignedWord:
     word: str
     first_frame: int
     last_frame: int
-    confidence: float
+    confidence: float | None
 
 
 def greedy_decode(logprobs: np.ndarray, tokenizer: Tokenizer) -> str:

@@ -7,9 +7,11 @@
   rate (``GET /health`` says which); the server answers ``{"type": "partial", "text": ...}``
   as audio arrives (every ``partial_every_s`` of new audio) and, after the client's text
   message ``{"eof": true}``, ``{"type": "final", ...}`` with the words as for a file, then
-  closes. The default model is bidirectional, so a partial re-decodes the whole audio so far
-  (its cost grows with the stream; ``max_stream_s`` bounds it); a unidirectional model
-  (``train.bidirectional: false``) is decoded the same way here.
+  closes. A unidirectional model (``train.bidirectional: false``) streams for real: its
+  recurrent layers and the beam search go on from where they were
+  (:mod:`asrflow.serve.streaming`); the default model is bidirectional, so a partial
+  re-decodes the whole audio so far (its cost grows with the stream; ``max_stream_s``
+  bounds it).
 - hotwords: ``?hotwords=word,a phrase,...`` on either (``&boost=``, default 10: added to
   each word's LM log-score before alpha scales it) makes the beam search favour those
   words, spelling any the lexicon lacks (:meth:`asrflow.decode.beam.BeamSearch.hotword_decoder`).
@@ -29,7 +31,6 @@ time (the beam search is not re-entrant), so the event loop keeps accepting.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import tempfile
@@ -47,6 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from asrflow.data.audio import AudioError, prepare_audio
 from asrflow.serve.model import AsrflowModel
+from asrflow.serve.streaming import open_stream
 
 TRY_AGAIN_LATER, POLICY_VIOLATION, TOO_BIG = 1013, 1008, 1009
 MAX_HOTWORDS = 100
@@ -82,11 +84,36 @@ class Recognizer:
             lp = self.model.logprobs(wav)
             text, words = self.model.search.decode_aligned(lp, hotwords, boost) if lp.shape[0] else ("", [])
             self.compute_seconds += time.perf_counter() - t0
-        step = duration / max(lp.shape[0], 1)  # seconds per output frame
+        return self.result(text, words, lp.shape[0], duration)
+
+    def open_stream(self, hotwords: list[str] | None, boost: float) -> Any:
+        """A stream of this model (:func:`asrflow.serve.streaming.open_stream`)."""
+        with self._lock:
+            return open_stream(self.model, hotwords, boost)
+
+    def push(self, stream: Any, samples: np.ndarray, partial: bool) -> str | None:
+        """Audio into ``stream``; its partial transcript when ``partial``."""
+        with self._lock:
+            t0 = time.perf_counter()
+            stream.push(samples)
+            text = stream.partial() if partial else None
+            self.compute_seconds += time.perf_counter() - t0
+        return text
+
+    def finish(self, stream: Any, duration: float) -> dict[str, Any]:
+        with self._lock:
+            t0 = time.perf_counter()
+            text, words, frames = stream.finish()
+            self.compute_seconds += time.perf_counter() - t0
+        return self.result(text, words, frames, duration)
+
+    def result(self, text: str, words: list[Any], frames: int, duration: float) -> dict[str, Any]:
+        """The answer for ``duration`` s of audio decoded to ``frames`` log-prob frames."""
+        step = duration / max(frames, 1)  # seconds per output frame
         return {"text": text, "duration": round(duration, 3),
                 "words": [{"word": w.word, "start": round(w.first_frame * step, 3) if w.first_frame >= 0 else None,
                            "end": round((w.last_frame + 1) * step, 3) if w.last_frame >= 0 else None,
-                           "confidence": None if math.isnan(w.confidence) else round(w.confidence, 4)}
+                           "confidence": None if w.confidence is None else round(w.confidence, 4)}
                           for w in words]}
 
 
@@ -214,7 +241,8 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
             await ws.close(TRY_AGAIN_LATER, f"{settings.max_streams} streams open: try again later")
             return
         stats.streams += 1
-        pcm, odd, decoded_at = bytearray(), b"", 0
+        stream = await run_in_threadpool(rec.open_stream, hotwords, boost)
+        pcm, odd, pushed = bytearray(), b"", 0
         max_bytes = int(settings.max_stream_s * rec.sample_rate) * 2
         every = int(settings.partial_every_s * rec.sample_rate) * 2
         try:
@@ -234,11 +262,11 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
                                                                       "(asrflow serve --max-stream-s)"})
                         await ws.close(TOO_BIG, "stream too long")
                         return
-                    if len(pcm) - decoded_at >= every:
-                        decoded_at = len(pcm)
-                        partial = await run_in_threadpool(rec.recognize, _samples(pcm), hotwords, boost)
-                        await ws.send_json({"type": "partial", "text": partial["text"],
-                                            "duration": partial["duration"]})
+                    if len(pcm) - pushed >= every:  # the new audio into the stream, and its partial
+                        text = await run_in_threadpool(rec.push, stream, _samples(pcm[pushed:]), True)
+                        pushed = len(pcm)
+                        await ws.send_json({"type": "partial", "text": text,
+                                            "duration": round(pushed / 2 / rec.sample_rate, 3)})
                 elif msg.get("text") is not None:
                     try:
                         eof = json.loads(msg["text"]).get("eof") is True
@@ -249,7 +277,8 @@ def create_app(model: AsrflowModel, name: str, settings: ServerSettings) -> Fast
                         await ws.send_json({"type": "error", "error": 'text messages must be {"eof": true}'})
                         await ws.close(POLICY_VIOLATION, "bad message")
                         return
-                    final = await run_in_threadpool(rec.recognize, _samples(pcm), hotwords, boost)
+                    await run_in_threadpool(rec.push, stream, _samples(pcm[pushed:]), False)
+                    final = await run_in_threadpool(rec.finish, stream, len(pcm) / 2 / rec.sample_rate)
                     stats.audio_seconds += final["duration"]
                     stats.requests[("stream", 200)] += 1
                     await ws.send_json({"type": "final", **final})
