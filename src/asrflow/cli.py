@@ -136,20 +136,9 @@ def resolve_tracking_uri(cli_value: str | None) -> str | None:
 
 def _transcribe(args: argparse.Namespace) -> int:
     prog = "asrflow transcribe"
-    usage_error = args.usage_error
-    if not args.model:
-        usage_error(f"no model given: pass --model PATH_OR_URI (a directory written by asrflow.serve.package.package_model, "
-                    f"or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH) or set {MODEL_ENV}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _use_model_args(args)
     from asrflow.serve.loading import ModelLoadError, load_transcriber
 
-    # after the import (MLflow sets its loggers up then): warnings (e.g. a dependency version
-    # differing from the packaged one) still reach stderr, its INFO chatter does not; stdout
-    # carries transcripts only
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-    _use_tracking_uri(args)
     try:
         model = load_transcriber(args.model)
     except ModelLoadError as e:
@@ -168,15 +157,10 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    if not args.model:
-        args.usage_error(f"no model given: pass --model PATH_OR_URI or set {MODEL_ENV}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _use_model_args(args)
     from asrflow.serve.export import ExportError, export_onnx
     from asrflow.serve.loading import ModelLoadError
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    _use_tracking_uri(args)
     try:
         meta = export_onnx(args.model, args.out)
     except (ModelLoadError, ExportError, OSError) as e:
@@ -188,14 +172,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if not args.model:
-        args.usage_error(f"no model given: pass --model PATH_OR_URI or set {MODEL_ENV}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _use_model_args(args)
     from asrflow.serve.loading import ModelLoadError
     from asrflow.serve.server import ServerSettings, serve
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    _use_tracking_uri(args)
     settings = ServerSettings(token=args.token, max_upload_mb=args.max_upload_mb, max_stream_s=args.max_stream_s,
                               max_streams=args.max_streams)
     try:
@@ -206,10 +186,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _use_tracking_uri(args: argparse.Namespace) -> None:
-    """Point MLflow at the store that resolves ``--model`` when it is a ``models:/`` or
-    ``runs:/`` URI (a usage error, which exits, when there is none)."""
+def _use_model_args(args: argparse.Namespace) -> None:
+    """What every model command does first with ``--model`` and ``--tracking-uri``: a usage
+    error (which exits) when no model is given; MLflow quiet; MLflow pointed at the store that
+    resolves a ``models:/`` or ``runs:/`` URI (a usage error when there is none)."""
     usage_error = args.usage_error
+    if not args.model:
+        usage_error(f"no model given: pass --model PATH_OR_URI (a directory written by asrflow.serve.package.package_model, "
+                    f"or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH) or set {MODEL_ENV}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # sets its loggers up: quieted after it
+
+    # warnings (e.g. a dependency version differing from the packaged one) still reach stderr,
+    # MLflow's INFO chatter does not; stdout carries the command's output only
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.model.startswith(("models:/", "runs:/")):
         uri = resolve_tracking_uri(args.tracking_uri)
         if uri is None:
@@ -218,12 +209,8 @@ def _use_tracking_uri(args: argparse.Namespace) -> None:
                         f"(where {PIPELINE_STORE} is)")
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
             usage_error(f"tracking store {uri}: database file {uri[len('sqlite:///'):]} does not exist")
-        import mlflow
-
         mlflow.set_tracking_uri(uri)
     elif args.tracking_uri:
-        import mlflow
-
         mlflow.set_tracking_uri(args.tracking_uri)
 
 

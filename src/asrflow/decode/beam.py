@@ -65,6 +65,7 @@ class BeamSearch:
                 raise DecodeSetupError(f"decode.mode is lexicon_free but {char_lm} does not exist: set "
                                        "'lm.char_order' in params.yaml (e.g. 6) so the lm stage builds a character LM")
             self.lm = KenLM(str(char_lm), self.token_dict)
+            self.trie = None  # spelling is free
             return
         lexicon = load_words(str(lm_dir / "lexicon.txt"))
         lexicon.setdefault("<unk>", [])  # create_word_dict needs an unknown word
@@ -96,10 +97,10 @@ class BeamSearch:
         if self._weights == (alpha, beta):
             return
         self._weights = (alpha, beta)
-        self._decoder = self._make_decoder(self.trie if self.cfg.mode == "lexicon" else None, self.lm)
+        self._decoder = self._make_decoder(self.trie, self.lm)
 
     def _make_decoder(self, trie: Trie | None, lm: Any) -> Any:
-        """A decoder at the current weights over ``trie`` (lexicon mode) and ``lm``."""
+        """A decoder at the current weights over ``trie`` (lexicon mode; None lexicon-free) and ``lm``."""
         alpha, beta = self._weights
         token_beam = self.cfg.token_beam or len(self.tokens)
         if self.cfg.mode == "lexicon_free":
@@ -125,17 +126,22 @@ class BeamSearch:
             decoder = StreamDecoder(self, self._make_decoder(trie, lm), names)
             decoder.keep = lm
             return decoder
-        return StreamDecoder(self, self._make_decoder(self.trie if self.cfg.mode == "lexicon" else None, self.lm),
-                             None)
+        return StreamDecoder(self, self._make_decoder(self.trie, self.lm), None)
 
     def decode(self, logprobs: np.ndarray) -> str:
         """Best transcript for one utterance's (frames, vocab) float32 log-probs."""
-        best = self._best(logprobs)
+        return self.text(self._best(logprobs), None)
+
+    def text(self, best: Any, names: list[str] | None) -> str:
+        """The transcript of a decoder's result (``names``: a hotword decoder's word list)."""
         if best is None:
             return ""
         if self.cfg.mode == "lexicon_free":  # a frame-level token path; -1 pads its ends
             return self.tokenizer.greedy(t for t in best.tokens if t >= 0)
-        return " ".join(self.word_dict.get_entry(w) for w in best.words if w >= 0)
+        return " ".join(self._word(w, names) for w in best.words if w >= 0)
+
+    def _word(self, index: int, names: list[str] | None) -> str:
+        return names[index] if names else self.word_dict.get_entry(index)
 
     def hotword_decoder(self, hotwords: list[str], boost: float) -> tuple[Any, list[str]]:
         """A lexicon decoder (at the current weights) that adds ``boost`` to the LM log-score
@@ -216,7 +222,7 @@ class BeamSearch:
                     first = t if first is None else first
                     last = t
                 if w >= 0:
-                    words.append(names[w] if names else self.word_dict.get_entry(w))
+                    words.append(self._word(w, names))
                     spans.append([t, t] if first is None else [first, last])
                     first = last = None
         text = " ".join(words)
@@ -253,13 +259,7 @@ class StreamDecoder:
 
     def partial(self) -> str:
         """The best hypothesis so far."""
-        if not self.logprobs:
-            return ""
-        best = self.decoder.get_best_hypothesis()
-        if self.search.cfg.mode == "lexicon_free":
-            return self.search.tokenizer.greedy(t for t in best.tokens if t >= 0)
-        names = self.names
-        return " ".join(names[w] if names else self.search.word_dict.get_entry(w) for w in best.words if w >= 0)
+        return self.search.text(self.decoder.get_best_hypothesis(), self.names) if self.logprobs else ""
 
     def finish(self) -> tuple[str, list[AlignedWord]]:
         if not self.logprobs:

@@ -48,7 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from asrflow.data.audio import AudioError, prepare_audio
 from asrflow.serve.model import AsrflowModel
-from asrflow.serve.streaming import open_stream
+from asrflow.serve.streaming import RedecodeStream, open_stream
 
 TRY_AGAIN_LATER, POLICY_VIOLATION, TOO_BIG = 1013, 1008, 1009
 MAX_HOTWORDS = 100
@@ -76,15 +76,10 @@ class Recognizer:
         self.compute_seconds = 0.0  # decoding time, partials included (not the wait for the lock)
 
     def recognize(self, wav: np.ndarray, hotwords: list[str] | None = None, boost: float = 10.0) -> dict[str, Any]:
-        duration = len(wav) / self.sample_rate
-        if wav.size < self.model.min_samples:
-            return {"text": "", "duration": round(duration, 3), "words": []}
-        with self._lock:
-            t0 = time.perf_counter()
-            lp = self.model.logprobs(wav)
-            text, words = self.model.search.decode_aligned(lp, hotwords, boost) if lp.shape[0] else ("", [])
-            self.compute_seconds += time.perf_counter() - t0
-        return self.result(text, words, lp.shape[0], duration)
+        """One whole waveform: a stream of it that re-decodes, finished at once."""
+        stream = RedecodeStream(self.model, hotwords, boost)
+        stream.push(wav)
+        return self.finish(stream, len(wav) / self.sample_rate)
 
     def open_stream(self, hotwords: list[str] | None, boost: float) -> Any:
         """A stream of this model (:func:`asrflow.serve.streaming.open_stream`)."""

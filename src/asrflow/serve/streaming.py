@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from asrflow.features.logmel import utterance_features
 from asrflow.serve.model import AsrflowModel
 
 
@@ -52,7 +53,7 @@ class IncrementalAcoustic:
         if self.wav.size <= self.fe.n_fft // 2:  # the centred STFT cannot pad so short a signal
             return np.zeros((0, self.net.cfg.vocab_size), dtype=np.float32)
         with torch.inference_mode():
-            feats = self.fe(torch.from_numpy(self.wav)).sub_(self.mean).div_(self.std)
+            feats = utterance_features(self.wav, self.fe, self.mean, self.std)
             x = self.net.conv(feats.transpose(0, 1)[None, None])            # (1, C, F', T')
             _, c, f, t = x.shape
             x = x.permute(0, 3, 1, 2).reshape(1, t, c * f)
