@@ -9,7 +9,7 @@
 - rtf_torch, rtf_onnx: each side's compute time over the audio's duration.
 - max_abs_diff: the largest log-prob difference between the two over all utterances.
 
-The model is params.yaml's train block (the default run's DeepSpeech2) with seeded random
+The model is params.yaml's model block (the default run's family and size) with seeded random
 weights unless --model names a trained package or export source: the time per frame does
 not depend on the weights' values. Inputs are real speech, --files utterances of ~12 s
 spoken by espeak-ng (bench/corpus.py), through the real front end once, outside the
@@ -39,7 +39,7 @@ import torch
 
 from asrflow.data.audio import load_audio
 from asrflow.features.logmel import FeatureConfig, LogMel
-from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
+from asrflow.models.families import build_model
 from asrflow.pipeline.config import load_params
 from asrflow.serve.export import normalised_model, onnx_session, write_onnx
 
@@ -48,7 +48,7 @@ def seeded_model(params: dict) -> tuple[torch.nn.Module, LogMel]:
     """The default run's acoustic model (seeded weights, identity-ish stats) and front end."""
     torch.manual_seed(0)
     fcfg = FeatureConfig.from_params(params["features"])
-    model = DeepSpeech2(ModelConfig.from_params(params["train"], fcfg.n_mels, vocab_size=29)).eval()
+    model = build_model(params["model"], fcfg.n_mels, vocab_size=29).eval()
     net = normalised_model(model, torch.full((fcfg.n_mels,), -4.0), torch.full((fcfg.n_mels,), 2.0))
     return net, LogMel(fcfg)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from corpus import REPO, emit, evict, make_corpus, make_sources, median
 
+from asrflow.models.frames import frame_geometry
 from asrflow.pipeline.config import load_params
 from asrflow.data.audio import load_audio
 from asrflow.data.manifest import ManifestAudio, ManifestConfig, read_manifest, write_manifests
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    cfg = ManifestConfig.from_params(load_params(REPO / "params.yaml"))
+    cfg = ManifestConfig.from_params(p := load_params(REPO / "params.yaml"), frame_geometry(p["model"]))
     sr = cfg.sample_rate
     readers = ("files", "parquet", "parquet_flac")
     with tempfile.TemporaryDirectory(prefix="asrflow-bench-loader-") as tmp:

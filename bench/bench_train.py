@@ -57,7 +57,7 @@ from corpus import REPO, emit, median
 
 from asrflow.common.progress import bar
 from asrflow.features.logmel import FeatureConfig
-from asrflow.models.deepspeech2 import count_parameters
+from asrflow.models.families import count_parameters
 from asrflow.pipeline.config import load_params
 from asrflow.train.batches import collate, epoch_batches
 from asrflow.train.config import TrainConfig, TrainPaths
@@ -124,8 +124,10 @@ def main() -> None:
 
     params = load_params(args.params)
     train_params = dict(params["train"], device=args.device)
-    if args.config == "small":
-        train_params.update(TINY_MODEL)
+    family = params["model"]["family"]
+    model_params = {"family": family, family: dict(params["model"][family])}
+    if args.config == "small":  # the tests' tiny DeepSpeech2
+        model_params = {"family": "deepspeech2", "deepspeech2": {**params["model"]["deepspeech2"], **TINY_MODEL}}
     if args.threads:
         train_params["threads"] = args.threads
     cfg = TrainConfig.from_params(train_params)
@@ -135,7 +137,7 @@ def main() -> None:
                            Path(tmp) / "checkpoints")
         # the train stage's run, set up as train.py sets it up: placement (threads, seeds, determinism),
         # the dataset (rows with out-of-vocabulary characters dropped), batches, model, optimiser, schedule
-        run = TrainingRun(paths, cfg, feat_cfg, params["seed"], log=lambda msg: print(msg, flush=True))
+        run = TrainingRun(paths, cfg, model_params, feat_cfg, params["seed"], log=lambda msg: print(msg, flush=True))
     run.progress = bar(None, "bench", show=False)
     device, threads = run.where.device, torch.get_num_threads()
     use_cuda = device.type == "cuda"
@@ -250,8 +252,7 @@ def main() -> None:
         "cores": os.cpu_count(), "torch": torch.__version__,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "config": args.config, "model_params": count_parameters(model),
-        "model": {k: train_params[k] for k in ("conv_channels", "conv_kernel", "conv_strides", "rnn_type",
-                                            "rnn_layers", "rnn_hidden", "bidirectional", "lookahead")},
+        "model": model_params,
         "manifest": str(train_manifest.resolve().relative_to(REPO) if train_manifest.resolve().is_relative_to(REPO)
                         else train_manifest), "batch_seconds": batch_seconds, "batches_per_epoch": len(batches),
         "batches_timed": len(timed), "utterances_timed": sum(len(b) for b in timed),

@@ -5,6 +5,7 @@ from pathlib import Path
 from asrflow.data.archives import extract_archives
 from asrflow.pipeline.config import dataset_splits
 from asrflow.data.manifest import ManifestConfig, write_manifests
+from asrflow.models.frames import frame_geometry
 from asrflow.pipeline.stagekit import Context, main
 
 
@@ -19,7 +20,7 @@ def run(ctx: Context) -> dict:
     extracted = extract_archives(Path(ctx.args.archives), Path(ctx.args.raw), log=ctx.log,
                                  max_gb=ctx.params["download"]["max_extracted_gb"])
     metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out,
-                              ManifestConfig.from_params(ctx.params))
+                              ManifestConfig.from_params(ctx.params, frame_geometry(ctx.params["model"])))
     metrics["archives_extracted"] = sum(extracted.values())
     ctx.tracker.log_artifact(f"{ctx.args.out}/rejects.parquet")
     if metrics["rejected"]:

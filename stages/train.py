@@ -25,14 +25,17 @@ def run(ctx: Context) -> dict:
     paths = TrainPaths(train_manifest=Path(a.manifests, "train.parquet"), dev_manifest=Path(a.manifests, "dev.parquet"),
                        stats=Path(a.stats), vocab=Path(a.vocab), out_dir=Path(a.out), curve=Path(a.plots),
                        checkpoint_dir=Path(a.checkpoints))
-    result = train(paths, TrainConfig.from_params(ctx.params["train"]), FeatureConfig.from_params(ctx.params["features"]),
+    model = ctx.params["model"]
+    result = train(paths, TrainConfig.from_params(ctx.params["train"]), {"family": model["family"],
+                   model["family"]: model[model["family"]]}, FeatureConfig.from_params(ctx.params["features"]),
                    ctx.params["seed"], log=ctx.log)
     metrics = dataclasses.asdict(result)
     if ctx.master:  # the manifests it learnt from and validated on: MLflow dataset inputs
         ctx.tracker.log_dataset(a.manifests + "/train.parquet", "train")
         ctx.tracker.log_dataset(a.manifests + "/dev.parquet", "dev")
     step_log = metrics.pop("step_log")
-    ctx.lineage.update(train_seconds=metrics.pop("train_seconds"), device=metrics.pop("device"))
+    ctx.lineage.update(train_seconds=metrics.pop("train_seconds"), device=metrics.pop("device"),
+                       model_family=model["family"])
     if ctx.master:
         for row in step_log:  # per-step figures, written to MLflow in batches when the stage ends
             ctx.tracker.log_metrics({f"step_{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))

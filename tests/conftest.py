@@ -31,11 +31,16 @@ def config(cls, block: str, **overrides):
     return cls.from_params({**copy.deepcopy(PARAMS[block]), **overrides})
 
 
-def model_config(n_mels: int, vocab_size: int, **train):
-    """A ModelConfig from params.yaml's train block with ``train`` overrides."""
+def model_config(n_mels: int, vocab_size: int, **fields):
+    """A DeepSpeech2 ModelConfig from params.yaml's model.deepspeech2 block, with ``fields``
+    (ModelConfig's names: conv_kernel and conv_strides are the block's subsampling) overriding."""
     from asrflow.models.deepspeech2 import ModelConfig
 
-    return ModelConfig.from_params({**copy.deepcopy(PARAMS["train"]), **train}, n_mels, vocab_size)
+    block = copy.deepcopy(PARAMS["model"]["deepspeech2"])
+    sub = {"conv_kernel": "kernel", "conv_strides": "strides"}
+    for k, v in fields.items():
+        (block["subsampling"] if k in sub else block)[sub.get(k, k)] = v
+    return ModelConfig.from_params(block, n_mels, vocab_size)
 
 
 def tiny_params() -> dict:
@@ -45,7 +50,8 @@ def tiny_params() -> dict:
     s.update(voices=["en-us", "en-gb"], variants=["m1", "f1", "m3", "f3"], dev_speakers=1, test_speakers=1,
              utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
     p["stats"]["sample_size"] = 16
-    p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4, **TINY_MODEL)
+    p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4)
+    p["model"]["deepspeech2"].update(TINY_MODEL)
     p["tune"].update(alpha_count=3, beta_count=2, max_utterances=0)
     p["decode"]["beam_size"] = 8
     return p
@@ -127,3 +133,34 @@ def train_cmd(repo: Path, name: str, launcher: list[str] | None = None) -> list[
             "--manifests", "data/synth/manifests", "--stats", "data/synth/stats.json", "--vocab", "data/synth/vocab.txt",
             "--out", f"{d}/model", "--checkpoints", f"{d}/checkpoints", "--metrics", f"{d}/train.json",
             "--plots", f"{d}/curve.csv"]
+
+
+def kill9_mid_epoch_and_resume(repo: Path, whole: str, killed: str) -> Path:
+    """Train ``runs/<whole>`` uninterrupted; train ``runs/<killed>`` the same way but SIGKILL it
+    right after a mid-epoch checkpoint of epoch 2 lands, then run the same command again:
+    it must resume and end with bit-identical weights (asserted). Returns ``runs/<killed>``."""
+    import signal
+
+    import torch
+
+    env = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
+    run(train_cmd(repo, whole), cwd=repo, env=env)
+    proc = subprocess.Popen(train_cmd(repo, killed), cwd=repo, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "checkpoint step=" in line and "epoch=2" in line and "batch=0" not in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    out_dir = repo / "runs" / killed
+    assert not (out_dir / "model/model.pt").exists() and (out_dir / "checkpoints/last.pt").exists()
+    out = run(train_cmd(repo, killed), cwd=repo, env=env).stderr
+    assert f"resuming from runs/{killed}/checkpoints/last.pt" in out, out
+    weights = lambda p: torch.load(p, map_location="cpu", weights_only=True)["state_dict"]  # noqa: E731
+    a, b = weights(repo / "runs" / whole / "model/model.pt"), weights(out_dir / "model/model.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    return out_dir

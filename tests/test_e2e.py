@@ -517,7 +517,7 @@ def test_each_stage_reads_exactly_the_params_keys_it_declares(smk_repo):
     params = yaml.safe_load((smk_repo / "params.yaml").read_text())
     for s in P.STAGES:
         read = lineage_record(smk_repo, s.name)["params_read"]
-        declared = s.keys("synth")
+        declared = s.keys("synth", params)
         assert [k for k in read if not covers(declared, k)] == [], s.name
         unread = [leaf for d in declared for leaf in _leaves(P.lookup(params, d), d) if not covers(read, leaf)]
         assert unread == [], (s.name, read)
@@ -557,7 +557,9 @@ PARAM_EDITS = [
     ("features.n_mels", lambda v: v - 8, {"stats", "train"}, {"stats", "train"} | AFTER_TRAIN),
     ("features.hop_ms", lambda v: v + 1, {"manifest", "stats", "train"}, AFTER_MANIFEST),
     ("manifest.min_duration", lambda v: v + 0.01, {"manifest"}, AFTER_MANIFEST),
-    ("train.conv_kernel", lambda v: [v[0], v[1] - 2], {"manifest", "train"}, AFTER_MANIFEST),
+    ("model.deepspeech2.subsampling.kernel", lambda v: [v[0], v[1] - 2], {"manifest", "train"}, AFTER_MANIFEST),
+    ("model.deepspeech2.rnn_hidden", lambda v: v + 8, {"train"}, {"train"} | AFTER_TRAIN),
+    ("model.jasper.subsampling.kernel", lambda v: v + 2, set(), set()),  # a family not chosen
     ("download.synth.rate", lambda v: [v[0] + 1, v[1]], {"download"}, EVERY),
     ("seed", lambda v: v + 1, {"download", "stats", "train"}, EVERY),
 ]

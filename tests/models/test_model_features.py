@@ -5,7 +5,8 @@ import torch
 
 from asrflow.data.audio import load_audio
 from asrflow.features.logmel import FeatureConfig, LogMel, compute_stats, num_frames
-from asrflow.models.deepspeech2 import DeepSpeech2, count_parameters
+from asrflow.models.deepspeech2 import DeepSpeech2
+from asrflow.models.families import count_parameters
 from asrflow.train.batches import epoch_batches, make_batches
 from conftest import config, model_config
 

@@ -27,7 +27,9 @@ def test_config_types_have_no_defaults_of_their_own():
     from asrflow.decode.beam import BeamConfig
     from asrflow.features.augment_config import STEP_CLASSES, AugmentConfig
     from asrflow.features.logmel import FeatureConfig
+    from asrflow.models import families
     from asrflow.models.deepspeech2 import ModelConfig
+    from asrflow.models.frames import frame_geometry
     from asrflow.serve.settings import DecoderSettings
     from asrflow.text.lm import LMConfig
     from asrflow.train.config import TrainConfig
@@ -35,7 +37,8 @@ def test_config_types_have_no_defaults_of_their_own():
     p = load_params(REPO / "params.yaml")
     built = {FeatureConfig: FeatureConfig.from_params(p["features"]), BeamConfig: BeamConfig.from_params(p["decode"]),
              LMConfig: LMConfig.from_params(p["lm"]), TrainConfig: TrainConfig.from_params(p["train"]),
-             ManifestConfig: ManifestConfig.from_params(p), ModelConfig: ModelConfig.from_params(p["train"], 80, 29),
+             ManifestConfig: ManifestConfig.from_params(p, frame_geometry(p["model"])),
+             **{type(c): c for c in (families.family(f).config_from_params(p["model"][f], 80, 29) for f in families.FAMILIES)},
              DecoderSettings: DecoderSettings.from_dict({**p["decode"], "alpha": 1.0, "beta": 0.5})}
     steps = AugmentConfig.from_params(p["train"]["augment"]).steps
     assert sorted(s.type for s in steps) == sorted(STEP_CLASSES), "params.yaml lists every augmentation type"
@@ -48,7 +51,7 @@ def test_config_types_have_no_defaults_of_their_own():
     assert dataclasses.asdict(built[FeatureConfig]) == p["features"]
     assert dataclasses.asdict(built[BeamConfig]) == p["decode"]
     assert built[ManifestConfig].row_group_rows == p["manifest"]["row_group_rows"]
-    assert built[ModelConfig].conv_strides == [tuple(s) for s in p["train"]["conv_strides"]]
+    assert built[ModelConfig].conv_strides == [tuple(s) for s in p["model"]["deepspeech2"]["subsampling"]["strides"]]
 
 
 def test_params_view_records_the_keys_read_and_refuses_undeclared_ones():

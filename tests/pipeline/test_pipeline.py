@@ -6,7 +6,7 @@ import re
 import pytest
 
 from asrflow.pipeline import definition as P
-from conftest import REPO, run
+from conftest import PARAMS, REPO, run
 
 
 def test_dvc_yaml_is_current():
@@ -60,7 +60,7 @@ def test_snakemake_and_dvc_agree():
         assert smk[name]["deps"] == dvc[name]["deps"], name
         assert smk[name]["outs"] == dvc[name]["outs"], name
         # the keys it reads, of the dataset it runs on only (DVC fills ${dataset} in from params.yaml)
-        assert dvc[name]["params"] == sorted(P.stage(name).keys("synth")), name
+        assert dvc[name]["params"] == sorted(P.stage(name).keys("synth", PARAMS)), name
         assert not [k for k in dvc[name]["params"] if "librispeech" in k], name
 
 

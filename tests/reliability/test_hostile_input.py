@@ -68,8 +68,11 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     (lambda p: p["evaluate"].update(duration_bins=[1, 5]), ["evaluate.duration_bins", "start at 0"]),
     (lambda p: p["evaluate"].update(duration_bins=[]), ["evaluate.duration_bins"]),
     (lambda p: p["evaluate"].update(top_errors=-1), ["evaluate.top_errors"]),
-    (lambda p: p["train"].update(lookahead=20), ["train.lookahead", "bidirectional"]),
-    (lambda p: p["train"].update(rnn_type="rnn"), ["train.rnn_type", "lstm"]),
+    (lambda p: p["model"]["deepspeech2"].update(lookahead=20), ["model.deepspeech2.lookahead", "bidirectional"]),
+    (lambda p: p["model"]["deepspeech2"].update(rnn_type="rnn"), ["model.deepspeech2.rnn_type", "lstm"]),
+    (lambda p: p["model"].update(family="wav2vec"), ["model.family", "wav2vec", "quartznet"]),
+    (lambda p: p["model"]["jasper"]["blocks"].append([64, 12]), ["model.jasper.blocks[5]", "kernel 12", "odd"]),
+    (lambda p: p["model"]["conformer"].update(heads=5), ["model.conformer", "heads (5)"]),
     (lambda p: p["lm"].update(memory="lots"), ["lm.memory", "lots"]),
     (lambda p: p["tune"].update(beam_threshold=0), ["tune.beam_threshold"]),
     # a pattern matches the whole value: Python's `$` alone also matches before a final newline

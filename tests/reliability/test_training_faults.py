@@ -9,14 +9,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import PARAMS, run, set_train, train_cmd
+from conftest import PARAMS, kill9_mid_epoch_and_resume, run, set_train, train_cmd
 
 ENV = {"ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": ""}
 
@@ -34,26 +33,7 @@ AUGMENT = [{"type": "speed", "prob": 0.5, "factors": [0.9, 1.1]}, {"type": "volu
 def test_kill9_mid_epoch_then_same_command_ends_with_identical_weights(data_repo):
     """With augmentation on (its randomness is per utterance and epoch), dropout, and a mid-epoch kill."""
     set_train(data_repo, epochs=2, checkpoint_every_steps=2, patience=0, lr=0.0015, augment=AUGMENT)
-    run(train_cmd(data_repo, "whole"), cwd=data_repo, env=ENV)
-    # the same training, killed with SIGKILL right after a mid-epoch checkpoint lands
-    proc = subprocess.Popen(train_cmd(data_repo, "killed"), cwd=data_repo, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **ENV})
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "checkpoint step=" in line and "epoch=2" in line and "batch=0" not in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
-    killed = data_repo / "runs/killed"
-    assert not (killed / "model/model.pt").exists() and (killed / "checkpoints/last.pt").exists()
-    out = run(train_cmd(data_repo, "killed"), cwd=data_repo, env=ENV).stderr
-    assert "resuming from runs/killed/checkpoints/last.pt" in out, out
-    whole, resumed = weights(data_repo / "runs/whole/model/model.pt"), weights(killed / "model/model.pt")
-    assert whole.keys() == resumed.keys()
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole), \
-        [k for k in whole if not torch.equal(whole[k], resumed[k])]
+    killed = kill9_mid_epoch_and_resume(data_repo, "whole", "killed")
     metrics = json.loads((killed / "train.json").read_text())
     assert metrics["resumed_from_step"] > 0 and metrics["epochs"] == 2
     curve = lambda name: [l.split(",")[:5] for l in (data_repo / f"runs/{name}/curve.csv").read_text().splitlines()]

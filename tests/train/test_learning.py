@@ -21,7 +21,8 @@ def learning_params() -> dict:
     p = tiny_params()
     s = p["download"]["synth"]
     s.update(utterances={"train": 400, "dev": 40, "test": 40}, lm_sentences=2000)
-    p["train"].update(epochs=12, conv_channels=8, rnn_layers=2, rnn_hidden=64, batch_frames=3000, warmup_steps=20)
+    p["train"].update(epochs=12, batch_frames=3000, warmup_steps=20)
+    p["model"]["deepspeech2"].update(conv_channels=8, rnn_layers=2, rnn_hidden=64)
     p["tune"].update(alpha_count=5, beta_count=3)
     return p
 

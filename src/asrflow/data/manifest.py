@@ -84,12 +84,14 @@ class ManifestConfig:
     time_strides: tuple[int, ...]
 
     @classmethod
-    def from_params(cls, p: dict[str, Any]) -> "ManifestConfig":
-        m, f, t = p["manifest"], p["features"], p["train"]
+    def from_params(cls, p: dict[str, Any], geometry: tuple[int, list[int]]) -> "ManifestConfig":
+        """From params.yaml, with the chosen model family's time geometry (kernel, strides:
+        :func:`asrflow.models.frames.frame_geometry`)."""
+        m, f = p["manifest"], p["features"]
         return cls(min_duration=m["min_duration"], max_duration=m["max_duration"], allowed_chars=m["allowed_chars"],
                    sample_rate=f["sample_rate"], workers=m["workers"], audio_bytes=m["audio_bytes"],
-                   audio_codec=m["audio_codec"], row_group_rows=m["row_group_rows"], hop_ms=f["hop_ms"], conv_kernel_t=t["conv_kernel"][1],
-                   time_strides=tuple(s[1] for s in t["conv_strides"]))
+                   audio_codec=m["audio_codec"], row_group_rows=m["row_group_rows"], hop_ms=f["hop_ms"],
+                   conv_kernel_t=geometry[0], time_strides=tuple(geometry[1]))
 
     def model_frames(self, num_samples: int) -> int:
         """Frames the acoustic model emits for ``num_samples`` (features, then conv front end)."""

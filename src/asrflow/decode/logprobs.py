@@ -20,7 +20,8 @@ from asrflow.models.checkpoint import load_checkpoint
 
 #: The modules whose code decides the log-probs (features, model, checkpoint loading, this file):
 #: part of the cache key, so an edit to any of them is never served a stale result.
-_CODE = ("features/logmel.py", "models/deepspeech2.py", "models/checkpoint.py", "decode/logprobs.py")
+_CODE = ("features/logmel.py", "models/deepspeech2.py", "models/jasper.py", "models/conformer.py",
+         "models/families.py", "models/checkpoint.py", "decode/logprobs.py")
 
 
 def code_digest() -> str:

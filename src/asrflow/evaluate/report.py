@@ -18,6 +18,11 @@ from asrflow.evaluate.plots import plot_curve, plot_duration, plot_surface
 from asrflow.scoring.metrics import grid_edges
 
 
+#: how the report names each model family (params.yaml's model.family)
+FAMILY_NAMES = {"deepspeech2": "DeepSpeech2-style", "jasper": "Jasper", "quartznet": "QuartzNet",
+                "conformer": "Conformer"}
+
+
 def read_csv(path: str | Path, numeric: bool = True) -> list[dict[str, Any]]:
     """CSV rows; with ``numeric`` every value as a float."""
     with open(path, newline="") as f:
@@ -241,7 +246,8 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
     lines += ["", "![alpha/beta error surface](" + surface.name + ")", "",
               *_duration(by_duration, dur_png.name), *_top_errors(top_errors),
               "## Model and training", "",
-              f"- DeepSpeech2-style CTC model, {tr['params']:,} parameters",
+              f"- {FAMILY_NAMES.get(tr.get('model_family', 'deepspeech2'), tr.get('model_family'))} CTC model, "
+              f"{tr['params']:,} parameters",
               f"- {tr['epochs']} epochs, {tr['steps']} steps, {_fmt(tr['audio_hours'])} h of audio seen "
               f"(padding {_fmt(100 * tr.get('padding_fraction', 0.0), 1)}% of batch frames)",
               f"- training wall time {_fmt(tr['train_seconds'] / 60, 1)} min on {tr['device']} "

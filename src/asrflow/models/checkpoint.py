@@ -16,19 +16,19 @@ import torch
 
 from asrflow.common.files import atomic_open
 from asrflow.features.logmel import FeatureConfig, LogMel
-from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig
+from asrflow.models.families import model_from_checkpoint
 
 
 class UnsafeCheckpoint(ValueError):
     """A checkpoint file that carries Python objects other than tensors and plain values."""
 
 
-def model_checkpoint(model: DeepSpeech2, vocab: list[str], mean: torch.Tensor, std: torch.Tensor,
+def model_checkpoint(model: torch.nn.Module, vocab: list[str], mean: torch.Tensor, std: torch.Tensor,
                      features: FeatureConfig, **extra: Any) -> dict[str, Any]:
     """The checkpoint a trained model is shipped as: its config and weights, the vocabulary, the
     feature config and normalisation statistics (all :func:`load_checkpoint` needs), plus
     ``extra`` plain values (the training params, epoch, dev rates)."""
-    return {"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), "vocab": vocab,
+    return {"model_family": model.family, "model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), "vocab": vocab,
             "stats": {"mean": mean.tolist(), "std": std.tolist()}, "features": features.__dict__, **extra}
 
 
@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     Loaded with ``weights_only=True``: a checkpoint carrying a pickled object is refused.
     """
     ckpt = load_safely(path, device)
-    model = DeepSpeech2(ModelConfig.from_dict(ckpt["model_config"]))
+    model = model_from_checkpoint(ckpt)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     fe = LogMel(FeatureConfig(**ckpt["features"]))

@@ -33,11 +33,13 @@ class ModelConfig:
     lookahead: int                # future frames seen by the lookahead conv (unidirectional only); 0 = none
 
     @classmethod
-    def from_params(cls, train: dict[str, Any], n_mels: int, vocab_size: int) -> "ModelConfig":
-        return cls(n_mels=n_mels, vocab_size=vocab_size, conv_channels=train["conv_channels"],
-                   conv_kernel=tuple(train["conv_kernel"]), conv_strides=[tuple(s) for s in train["conv_strides"]],
-                   rnn_layers=train["rnn_layers"], rnn_hidden=train["rnn_hidden"], dropout=train["dropout"],
-                   rnn_type=train["rnn_type"], bidirectional=train["bidirectional"], lookahead=train["lookahead"])
+    def from_params(cls, block: dict[str, Any], n_mels: int, vocab_size: int) -> "ModelConfig":
+        """From params.yaml's ``model.deepspeech2`` block."""
+        return cls(n_mels=n_mels, vocab_size=vocab_size, conv_channels=block["conv_channels"],
+                   conv_kernel=tuple(block["subsampling"]["kernel"]),
+                   conv_strides=[tuple(s) for s in block["subsampling"]["strides"]],
+                   rnn_layers=block["rnn_layers"], rnn_hidden=block["rnn_hidden"], dropout=block["dropout"],
+                   rnn_type=block["rnn_type"], bidirectional=block["bidirectional"], lookahead=block["lookahead"])
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -60,6 +62,8 @@ class ModelConfig:
 
 class DeepSpeech2(nn.Module):
     """Input (batch, frames, n_mels) normalised features -> (batch, frames', vocab) log-probs."""
+
+    family = "deepspeech2"  # what a checkpoint records
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -84,6 +88,11 @@ class DeepSpeech2(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(width, cfg.vocab_size)
 
+    @property
+    def streamable(self) -> bool:
+        """Whether frames can be computed as audio arrives (:mod:`asrflow.serve.streaming`)."""
+        return not self.cfg.bidirectional
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.cfg.conv_kernel[1], [t for _, t in self.cfg.conv_strides])
 
@@ -100,6 +109,3 @@ class DeepSpeech2(nn.Module):
         x = self.out(self.dropout(self.norm(x)))
         return x.log_softmax(-1), out_lens
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

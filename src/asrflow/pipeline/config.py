@@ -87,9 +87,23 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if decode["mode"] == "lexicon_free" and not lm["char_order"]:
         raise ParamsError("params.yaml: 'decode.mode: lexicon_free' needs a character LM: set 'lm.char_order' "
                           "(e.g. 6)")
-    if p["train"]["lookahead"] and p["train"]["bidirectional"]:
-        raise ParamsError("params.yaml: 'train.lookahead' is for unidirectional models: set 'train.bidirectional: "
-                          "false' or 'train.lookahead: 0'")
+    ds2 = p["model"]["deepspeech2"]
+    if ds2["lookahead"] and ds2["bidirectional"]:
+        raise ParamsError("params.yaml: 'model.deepspeech2.lookahead' is for unidirectional models: set "
+                          "'model.deepspeech2.bidirectional: false' or 'model.deepspeech2.lookahead: 0'")
+    for fam in ("jasper", "quartznet"):
+        rows = {"subsampling": [[0, p["model"][fam]["subsampling"]["kernel"]]], "blocks": p["model"][fam]["blocks"],
+                "epilog": p["model"][fam]["epilog"]}
+        for part, items in rows.items():
+            for i, row in enumerate(items):
+                if row[1] % 2 == 0:
+                    where = f"model.{fam}." + ("subsampling.kernel" if part == "subsampling" else f"{part}[{i}]")
+                    raise ParamsError(f"params.yaml: '{where}' has kernel {row[1]}: kernels must be odd, so that an "
+                                      "output frame stays centred on its input")
+    conf = p["model"]["conformer"]
+    if conf["d_model"] % conf["heads"] or conf["conv_kernel"] % 2 == 0:
+        raise ParamsError(f"params.yaml: 'model.conformer': d_model ({conf['d_model']}) must be a multiple of heads "
+                          f"({conf['heads']}) and conv_kernel ({conf['conv_kernel']}) odd")
     try:  # each augmentation step: known type and keys, probabilities, ranges, a usable noise dir
         AugmentConfig.from_params(p["train"]["augment"])
     except ValueError as e:

@@ -23,6 +23,7 @@ import fnmatch
 import functools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -68,9 +69,11 @@ class Stage:
         """Whether the figure ``key`` (dotted) belongs in the stage's DVC metrics file."""
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.compared)
 
-    def keys(self, dataset: str) -> list[str]:
-        """The params.yaml keys the stage reads for ``dataset``."""
-        return [k.replace("{dataset}", dataset) for k in self.params]
+    def keys(self, dataset: str, params: dict[str, Any]) -> list[str]:
+        """The params.yaml keys the stage reads for ``dataset``, with ``{key.path}`` in a key
+        filled from ``params`` (``model.{model.family}``: the chosen family's block only)."""
+        return [re.sub(r"\{([a-z_.]+)\}", lambda m: str(lookup(params, m.group(1))), k.replace("{dataset}", dataset))
+                for k in self.params]
 
     @property
     def log(self) -> str:
@@ -185,13 +188,12 @@ STAGES: list[Stage] = [
     Stage("download", {"out": f"{ARCH}/", "store": "downloads/{dataset}", "metrics": f"{MET}/download.json"},
           deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets.{dataset}.splits", "download.{dataset}", "features.sample_rate"],
           metrics=[f"{MET}/download.json"], compared=("utterances_*", "speakers_*"), all_cores=True, resources={"net": 1}),
-    # extraction, then header probes on every core. The conv front end's time geometry decides
-    # which utterances are too short for their label.
+    # extraction, then header probes on every core. The model's time geometry (its family's
+    # `subsampling`) decides which utterances are too short for their label.
     Stage("manifest", {"archives": f"{ARCH}/", "raw": RAW, "out": f"{MAN}/", "metrics": f"{MET}/manifest.json"},
           deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
           params=["datasets.{dataset}.splits", "manifest", "download.max_extracted_gb", "features.sample_rate",
-                  "features.hop_ms",
-                  "train.conv_kernel", "train.conv_strides"],
+                  "features.hop_ms", "model.family", "model.{model.family}.subsampling"],
           metrics=[f"{MET}/manifest.json"], all_cores=True,
           compared=("*_hours", "*_utterances", "*_speakers", "*_in_train", "rejected*")),
     Stage("stats", {"manifests": f"{MAN}/", "out": STATS, "metrics": f"{MET}/stats.json"},
@@ -209,7 +211,8 @@ STAGES: list[Stage] = [
     Stage("train", {"manifests": f"{MAN}/", "stats": STATS, "vocab": VOCAB, "out": f"{MODEL}/",
                     "checkpoints": "checkpoints/{dataset}", "metrics": f"{MET}/train.json",
                     "plots": f"{PLOTS}/learning_curve.csv"},
-          deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"], params=["seed", "features", "train"],
+          deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"],
+          params=["seed", "features", "model.family", "model.{model.family}", "train"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"], all_cores=True,
           compared=("best_dev_wer", "best_dev_cer", "params", "train_audio_s_per_s"),
           launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "
@@ -283,7 +286,8 @@ def launch_cmd(name: str) -> str:
 # ------------------------------------------------------------------------------- DVC
 
 def _dvc(path: str) -> str:
-    return path.replace("{dataset}", "${dataset}").rstrip("/")
+    """A path or params key in DVC's templating: ``{x}`` -> ``${x}`` (from params.yaml)."""
+    return re.sub(r"\{([a-z_.]+)\}", r"${\1}", path).rstrip("/")
 
 
 def dvc_yaml() -> dict[str, Any]:
@@ -371,7 +375,7 @@ def smk_resources(name: str, config: dict[str, Any]) -> dict[str, Any]:
 def smk_params(name: str, config: dict[str, Any], dataset: str) -> str:
     """The values of the keys a stage reads for ``dataset``, as canonical JSON (Snakemake
     re-runs a rule when it changes)."""
-    return json.dumps({k: lookup(config, k) for k in stage(name).keys(dataset)}, sort_keys=True)
+    return json.dumps({k: lookup(config, k) for k in stage(name).keys(dataset, config)}, sort_keys=True)
 
 
 def smk_values(name: str, config: dict[str, Any]) -> Callable[[Any], str]:

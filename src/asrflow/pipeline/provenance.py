@@ -48,7 +48,7 @@ def stamp(name: str, dataset: str, params: dict[str, Any], root: str | Path = ".
           cache: HashCache | None = None) -> dict[str, Any]:
     """The stamp of stage ``name``'s run that just wrote its products (``root``-relative paths)."""
     root, cache = Path(root), cache or HashCache()
-    return {"params": {k: lookup(params, k) for k in stage(name).keys(dataset)},
+    return {"params": {k: lookup(params, k) for k in stage(name).keys(dataset, params)},
             "code": {f: cache.md5(root / f) for f in _code(name)},
             "products": {p: dvc_hash(root / p, cache) for p in _products(name, dataset)}}
 
@@ -82,7 +82,7 @@ def _leaf_differences(key: str, was: Any, now: Any) -> list[tuple[str, Any, Any]
 def _differences(recorded: dict[str, Any], name: str, dataset: str, params: dict[str, Any], root: Path,
                  cache: HashCache) -> list[str]:
     out = []
-    for key in stage(name).keys(dataset):
+    for key in stage(name).keys(dataset, params):
         was = recorded.get("params", {}).get(key, "<not recorded>")
         out += [f"made with {k}={_short(a)}, params.yaml says {_short(b)}"
                 for k, a, b in _leaf_differences(key, was, lookup(params, key))]

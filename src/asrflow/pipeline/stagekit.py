@@ -155,7 +155,7 @@ def _run(name: str, run: Callable[[Context], dict[str, Any]], args: argparse.Nam
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2
     tracker = StageRun(name, args.dataset, params["mlflow"], params_file=args.params)
-    keys = stage(name).keys(args.dataset)
+    keys = stage(name).keys(args.dataset, params)
     tracker.log_params({k: lookup(params, k) for k in keys})
     tracker.log_params({"dataset": args.dataset})
     # the stage reads params.yaml through a view that refuses keys it does not declare and

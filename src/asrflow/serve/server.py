@@ -7,7 +7,7 @@
   rate (``GET /health`` says which); the server answers ``{"type": "partial", "text": ...}``
   as audio arrives (every ``partial_every_s`` of new audio) and, after the client's text
   message ``{"eof": true}``, ``{"type": "final", ...}`` with the words as for a file, then
-  closes. A unidirectional model (``train.bidirectional: false``) streams for real: its
+  closes. A unidirectional model (a DeepSpeech2 with ``bidirectional: false``) streams for real: its
   recurrent layers and the beam search go on from where they were
   (:mod:`asrflow.serve.streaming`); the default model is bidirectional, so a partial
   re-decodes the whole audio so far (its cost grows with the stream; ``max_stream_s``

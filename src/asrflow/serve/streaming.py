@@ -1,6 +1,6 @@
 """Streaming recognition: audio pushed as it arrives, a partial transcript at any point.
 
-A unidirectional DeepSpeech2 (``train.bidirectional: false``, with or without a lookahead)
+A unidirectional DeepSpeech2 (``model.deepspeech2.bidirectional: false``, with or without a lookahead)
 streams for real (:class:`IncrementalAcoustic`): the recurrent layers carry their state from
 chunk to chunk and see each frame once, the lookahead waits only for its few future frames,
 and the beam search steps through the new frames only (:class:`asrflow.decode.beam.StreamDecoder`).
@@ -133,9 +133,10 @@ class RedecodeStream:
 
 
 def open_stream(model: AsrflowModel, hotwords: list[str] | None = None, boost: float = 10.0) -> Any:
-    """The stream kind ``model`` allows: incremental for a unidirectional PyTorch model,
-    re-decoding otherwise (a bidirectional model, or an ONNX export)."""
+    """The stream kind ``model`` allows: incremental for a PyTorch model that streams (a
+    unidirectional DeepSpeech2), re-decoding otherwise (a bidirectional model, a convolutional
+    or attention family, or an ONNX export)."""
     net = getattr(model, "model", None)
-    if net is not None and not net.cfg.bidirectional:
+    if net is not None and net.streamable:
         return IncrementalStream(model, hotwords, boost)
     return RedecodeStream(model, hotwords, boost)

@@ -13,18 +13,22 @@ from asrflow.features.logmel import FeatureConfig
 from asrflow.train.config import OPERATIONAL, TrainConfig
 
 # The code whose edits change what training computes: a checkpoint written by other code is not resumed.
-CODE = ("train/loop.py", "train/batches.py", "train/distributed.py", "models/deepspeech2.py", "features/logmel.py",
+CODE = ("train/loop.py", "train/batches.py", "train/distributed.py", "models", "features/logmel.py",
         "features/augment.py", "text/vocab.py")
 
 
-def run_fingerprint(cfg: TrainConfig, features: FeatureConfig, seed: int, inputs: list[Path]) -> str:
-    """What a resumable checkpoint must match to be resumed: the params that shape training,
-    the seed, the input files (train/dev manifests, stats, vocab) and the training code."""
+def run_fingerprint(cfg: TrainConfig, model: dict[str, Any], features: FeatureConfig, seed: int,
+                    inputs: list[Path]) -> str:
+    """What a resumable checkpoint must match to be resumed: the params that shape training
+    (the chosen model family's block among them), the seed, the input files (train/dev
+    manifests, stats, vocab) and the training code (the models package entire)."""
     h = hashlib.sha256()
     h.update(json.dumps({"train": {k: v for k, v in cfg.to_params().items() if k not in OPERATIONAL},
+                         "model": {"family": model["family"], model["family"]: model[model["family"]]},
                          "features": features.__dict__, "seed": seed}, sort_keys=True).encode())
     root = Path(__file__).resolve().parents[1]
-    for f in [*inputs, *(root / c for c in CODE)]:
+    code = [f for c in CODE for f in ([root / c] if (root / c).is_file() else sorted((root / c).glob("*.py")))]
+    for f in [*inputs, *code]:
         h.update(Path(f).read_bytes())
     return h.hexdigest()
 

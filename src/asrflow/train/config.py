@@ -13,16 +13,6 @@ class TrainConfig:
     """params.yaml's ``train`` block (field order = params.yaml's key order, so the block a
     checkpoint stores is the one params.yaml holds). The schema has validated every key."""
 
-    # model (the DeepSpeech2 family; see asrflow.models.deepspeech2.ModelConfig)
-    conv_channels: int
-    conv_kernel: list[int]
-    conv_strides: list[list[int]]
-    rnn_type: str
-    rnn_layers: int
-    rnn_hidden: int
-    bidirectional: bool
-    lookahead: int
-    dropout: float
     # optimisation
     epochs: int
     batch_frames: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from asrflow.features.augment import Augmenter
 from asrflow.features.augment_config import AugmentConfig
 from asrflow.features.logmel import FeatureConfig, LogMel, read_stats
 from asrflow.models.checkpoint import load_safely, model_checkpoint, save_checkpoint
-from asrflow.models.deepspeech2 import DeepSpeech2, ModelConfig, count_parameters
+from asrflow.models.families import build_model, count_parameters
 from asrflow.scoring.metrics import corpus_rates
 from asrflow.text.vocab import Tokenizer, read_vocab
 from asrflow.train.batches import UtteranceDataset, collate, epoch_batches, loader_worker_init, make_batches, \
@@ -68,7 +69,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train(paths: TrainPaths, cfg: TrainConfig, features: FeatureConfig, seed: int, log=print) -> TrainResult:
+def train(paths: TrainPaths, cfg: TrainConfig, model: dict[str, Any], features: FeatureConfig, seed: int,
+          log=print) -> TrainResult:
     """Train, evaluate greedily on dev after each epoch, keep the best by dev CER.
 
     Writes ``paths.out_dir/model.pt`` (config, vocab, stats and weights; loadable with
@@ -77,7 +79,7 @@ def train(paths: TrainPaths, cfg: TrainConfig, features: FeatureConfig, seed: in
     vocabulary are skipped and counted in the result, never dropped silently. Raises
     :class:`TrainingDiverged` after ``train.max_nonfinite_in_row`` non-finite losses in a row.
     """
-    run = TrainingRun(paths, cfg, features, seed, log)
+    run = TrainingRun(paths, cfg, model, features, seed, log)
     run.resume_if_possible()
     t0 = time.perf_counter() - run.state["seconds"]
     stopped_early = False
@@ -98,8 +100,10 @@ class TrainingRun:
     (so a run is reproducible bit for bit), with one method per phase of :func:`train`.
     bench/bench_train.py times its :meth:`step` on its dataset's batches."""
 
-    def __init__(self, paths: TrainPaths, cfg: TrainConfig, features: FeatureConfig, seed: int, log) -> None:
+    def __init__(self, paths: TrainPaths, cfg: TrainConfig, model: dict[str, Any], features: FeatureConfig, seed: int,
+                 log) -> None:
         self.paths, self.cfg, self.features, self.seed, self.log = paths, cfg, features, seed, log
+        self.model_params = model  # params.yaml's model block: the family and its sizes
         self.where: Placement = place(cfg.device, cfg.threads, seed)
         self._load_data()
         self._build_model()
@@ -150,10 +154,9 @@ class TrainingRun:
             dev_ds, batch_sampler=make_batches(dev_rows["duration"].tolist(), batch_seconds), collate_fn=collate)
 
     def _build_model(self) -> None:
-        self.mcfg = ModelConfig.from_params(self.cfg.to_params(), self.features.n_mels, len(self.tokens))
-        self.model = DeepSpeech2(self.mcfg).to(self.where.device)
+        self.model = build_model(self.model_params, self.features.n_mels, len(self.tokens)).to(self.where.device)
         self.n_params = count_parameters(self.model)
-        self.say(f"model: {self.n_params:,} parameters; device {self.where.device}; world size {self.where.world}")
+        self.say(f"model: {self.model_params['family']}, {self.n_params:,} parameters; device {self.where.device}; world size {self.where.world}")
         self.ddp = nn.parallel.DistributedDataParallel(self.model) if self.where.world > 1 else self.model
 
     def resume_if_possible(self) -> None:
@@ -162,7 +165,7 @@ class TrainingRun:
         ckdir, last = self.paths.checkpoint_dir, self.paths.checkpoint_dir / "last.pt"
         inputs = [m.with_suffix(".jsonl") if m.with_suffix(".jsonl").exists() else m
                   for m in (self.paths.train_manifest, self.paths.dev_manifest)] + [self.paths.stats, self.paths.vocab]
-        self.fingerprint = run_fingerprint(self.cfg, self.features, self.seed, inputs)
+        self.fingerprint = run_fingerprint(self.cfg, self.model_params, self.features, self.seed, inputs)
         if self.where.master:
             ckdir.mkdir(parents=True, exist_ok=True)
             for leftover in ckdir.glob(".*.tmp"):  # a checkpoint write killed half-way
