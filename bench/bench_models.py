@@ -11,8 +11,8 @@ model.family=...` would train it; augmentation, learning rate and warm-up as par
 them, the same for all):
 
 1. the epoch count that fits the budget: a TrainingRun built as the train stage builds it
-   times --calibration-steps training steps (after two warm-up steps) over batches spread
-   across the first epoch's order; epochs = floor(budget / (steps per epoch x seconds per
+   times --calibration-steps training steps, each with the loading of its batch (after two
+   warm-up steps), over batches spread across the first epoch's order; epochs = floor(budget / (steps per epoch x seconds per
    step x 1.1)), the 1.1 for the per-epoch dev pass and checkpoints, at least 1. Giving each
    family the budget as a number of epochs keeps its learning-rate schedule whole (a run
    cut by time would stop mid-decay);
@@ -73,11 +73,12 @@ def calibrate(params_path: Path, data: Path, steps: int) -> dict:
     loader = torch.utils.data.DataLoader(run.ds, batch_sampler=picked, collate_fn=collate)
     run.model.train()
     times = []
-    for i, batch in enumerate(loader):
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    for i, batch in enumerate(loader):  # a step's time includes loading its batch, as in the train stage
         run.step(*batch, epoch=0)
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
     return {"seconds_per_step": median(times), "steps_per_epoch": len(order), "params": run.n_params}
 
 
