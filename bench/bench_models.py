@@ -12,8 +12,9 @@ them, the same for all):
 
 1. the epoch count that fits the budget: a TrainingRun built as the train stage builds it
    times --calibration-steps training steps, each with the loading of its batch (after two
-   warm-up steps), over batches spread across the first epoch's order; epochs = floor(budget / (steps per epoch x seconds per
-   step x 1.1)), the 1.1 for the per-epoch dev pass and checkpoints, at least 1. Giving each
+   warm-up steps), over batches spread across the first epoch's order, and one timed greedy
+   pass over dev (what the train stage runs after every epoch); epochs = floor(budget /
+   (steps per epoch x seconds per step + dev pass seconds)), at least 1. Giving each
    family the budget as a number of epochs keeps its learning-rate schedule whole (a run
    cut by time would stop mid-decay);
 2. stages/train.py, stages/tune.py and stages/evaluate.py as the pipeline runs them (a
@@ -56,7 +57,7 @@ def calibrate(params_path: Path, data: Path, steps: int) -> dict:
     from asrflow.pipeline.config import load_params
     from asrflow.train.batches import collate, epoch_batches
     from asrflow.train.config import TrainConfig, TrainPaths
-    from asrflow.train.loop import TrainingRun
+    from asrflow.train.loop import TrainingRun, evaluate_greedy
 
     p = load_params(params_path)
     fam = p["model"]["family"]
@@ -79,7 +80,10 @@ def calibrate(params_path: Path, data: Path, steps: int) -> dict:
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-    return {"seconds_per_step": median(times), "steps_per_epoch": len(order), "params": run.n_params}
+    t0 = time.perf_counter()
+    evaluate_greedy(run.model, run.dev_loader, run.tokenizer, run.where.device)  # each epoch's dev pass
+    return {"seconds_per_step": median(times), "steps_per_epoch": len(order), "dev_pass_seconds":
+            time.perf_counter() - t0, "params": run.n_params}
 
 
 def stage(name: str, params_path: Path, args: dict[str, str], env: dict[str, str]) -> float:
@@ -103,11 +107,13 @@ def one_family(fam: str, base: dict, data: Path, minutes: float, work: Path, ste
     params_path = d / "params.yaml"
     params_path.write_text(yaml.safe_dump(p, sort_keys=False))
     cal = calibrate(params_path, data, steps)
-    epochs = max(1, math.floor(minutes * 60 / (cal["steps_per_epoch"] * cal["seconds_per_step"] * 1.1)))
+    epoch_s = cal["steps_per_epoch"] * cal["seconds_per_step"] + cal["dev_pass_seconds"]
+    epochs = max(1, math.floor(minutes * 60 / epoch_s))
     p["train"].update(epochs=epochs, patience=0, max_minutes=0, resume=False)
     params_path.write_text(yaml.safe_dump(p, sort_keys=False))
     print(f"{fam}: {cal['params']:,} parameters, {cal['seconds_per_step']:.2f} s/step x "
-          f"{cal['steps_per_epoch']} steps/epoch -> {epochs} epochs in {minutes} min", flush=True)
+          f"{cal['steps_per_epoch']} steps/epoch + {cal['dev_pass_seconds']:.0f} s dev pass -> {epochs} epochs in "
+          f"{minutes} min", flush=True)
     env = {**os.environ, "ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": p["mlflow"]["tracking_uri"],
            "BENCH_DATASET": dataset}
     man, lm = str(data / "manifests"), str(data / "lm")
