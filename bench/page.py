@@ -51,6 +51,11 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
         ("serve_p95_final_ms_at_8", "asrflow serve: p95 ms from end of audio to final result, 8 streams (goal <= 300)"),
         ("serve_max_streams_p95_under_500ms", "the most concurrent streams tried whose p95 stays under 500 ms"),
     ],
+    "models": [
+        ("best_family", "the family with the lowest test greedy CER, each trained for the same minutes on 2 cores"),
+        ("greedy_cer_vs_deepspeech2", "its test greedy CER / DeepSpeech2's (goal <= 0.5)"),
+        ("best_test_greedy_wer", "its test greedy WER (goal <= 20)"),
+    ],
     "reproducibility": [
         ("byte_identical", "the default chain from clean: every product byte-identical to another run's"),
         ("files_identical", "product files identical (of files_compared)"),
@@ -102,9 +107,27 @@ def _where(prov: dict | None) -> str:
             else "provenance not recorded")
 
 
+#: bench_models' figures per family, side by side in the README: (figure, column heading)
+FAMILY_COLUMNS = [("params", "parameters"), ("epochs", "epochs"), ("train_minutes", "train min"),
+                  ("train_audio_s_per_s", "audio-s/s"), ("dev_greedy_wer", "dev greedy WER"),
+                  ("test_greedy_wer", "test greedy WER"), ("test_greedy_cer", "test greedy CER"),
+                  ("test_beam_wer", "test beam+LM WER"), ("test_beam_cer", "test beam+LM CER")]
+
+
+def families_table(models: dict) -> list[str]:
+    """bench_models' families side by side (values as the page shows them, ``families.<f>.<figure>``)."""
+    fams = models["families"]
+    head = "| family | " + " | ".join(h for _, h in FAMILY_COLUMNS) + " |"
+    rows = [f"| {f} | " + " | ".join(_value(fams[f][k]) for k, _ in FAMILY_COLUMNS) + " |" for f in fams]
+    return ["", f"Model families, each trained for {_value(next(iter(fams.values()))['budget_minutes'])} minutes "
+                f"on the same cores and data, then tuned and evaluated by the pipeline's stages (bench_models, "
+                f"one run each; measured at {_where(models.get('provenance'))}):", "",
+            head, "|---|" + "---:|" * len(FAMILY_COLUMNS), *rows]
+
+
 def readme_block(results: dict[str, dict]) -> str:
     """The README's headline table: each HEADLINES figure the results hold, with where and when
-    it was measured (the same values the page shows)."""
+    it was measured (the same values the page shows), then bench_models' families side by side."""
     rows = ["| benchmark | figure | value | what it compares | measured at |", "|---|---|---:|---|---|"]
     for name, figures in HEADLINES.items():
         r = results.get(name)
@@ -112,6 +135,8 @@ def readme_block(results: dict[str, dict]) -> str:
             continue
         rows += [f"| {name} | `{fig}` | {_value(r[fig])} | {what} | {_where(r.get('provenance'))} |"
                  for fig, what in figures if fig in r]
+    if "models" in results:
+        rows += families_table(results["models"])
     return "\n".join([README_BEGIN, *rows, README_END]) if len(rows) > 2 else f"{README_BEGIN}\n{README_END}"
 
 

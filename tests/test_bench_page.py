@@ -54,3 +54,10 @@ def test_readme_figures_are_the_benchmarks_pages():
     for bench, fig, value, commit in rows:
         assert f"| `{fig}` | {value.strip()} |" in sections[bench], (bench, fig, value)
         assert f"Measured at commit `{commit}`" in sections[bench], (bench, commit)
+    # bench_models' families table: every cell is the page's families.<family>.<figure>
+    from page import FAMILY_COLUMNS
+
+    for fam, *cells in re.findall(r"^\| (\w+) \| " + r" \| ".join(["([^|]+)"] * len(FAMILY_COLUMNS)) + r" \|$",
+                                   block, re.M):
+        for (fig, _), value in zip(FAMILY_COLUMNS, cells):
+            assert f"| `families.{fam}.{fig}` | {value.strip()} |" in sections["models"], (fam, fig, value)
