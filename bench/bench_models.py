@@ -54,17 +54,17 @@ def calibrate(params_path: Path, data: Path, steps: int) -> dict:
     import torch
 
     from asrflow.features.logmel import FeatureConfig
+    from asrflow.models.families import selected
     from asrflow.pipeline.config import load_params
     from asrflow.train.batches import collate, epoch_batches
     from asrflow.train.config import TrainConfig, TrainPaths
     from asrflow.train.loop import TrainingRun, evaluate_greedy
 
     p = load_params(params_path)
-    fam = p["model"]["family"]
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         paths = TrainPaths(data / "manifests/train.parquet", data / "manifests/dev.parquet", data / "stats.json",
                            data / "vocab.txt", Path(tmp), Path(tmp) / "curve.csv", Path(tmp) / "ck")
-        run = TrainingRun(paths, TrainConfig.from_params(p["train"]), {"family": fam, fam: p["model"][fam]},
+        run = TrainingRun(paths, TrainConfig.from_params(p["train"]), selected(p["model"]),
                           FeatureConfig.from_params(p["features"]), p["seed"], log=lambda m: None)
     from asrflow.common.progress import bar
 

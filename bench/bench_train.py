@@ -57,7 +57,7 @@ from corpus import REPO, emit, median
 
 from asrflow.common.progress import bar
 from asrflow.features.logmel import FeatureConfig
-from asrflow.models.families import count_parameters
+from asrflow.models.families import count_parameters, selected
 from asrflow.pipeline.config import load_params
 from asrflow.train.batches import collate, epoch_batches
 from asrflow.train.config import TrainConfig, TrainPaths
@@ -124,8 +124,7 @@ def main() -> None:
 
     params = load_params(args.params)
     train_params = dict(params["train"], device=args.device)
-    family = params["model"]["family"]
-    model_params = {"family": family, family: dict(params["model"][family])}
+    model_params = selected(params["model"])
     if args.config == "small":  # the tests' tiny DeepSpeech2
         model_params = {"family": "deepspeech2", "deepspeech2": {**params["model"]["deepspeech2"], **TINY_MODEL}}
     if args.threads:

@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 from asrflow.features.logmel import FeatureConfig
+from asrflow.models.families import selected
 from asrflow.pipeline.stagekit import Context, main
 from asrflow.train.config import TrainConfig, TrainPaths
 from asrflow.train.loop import train
@@ -25,10 +26,9 @@ def run(ctx: Context) -> dict:
     paths = TrainPaths(train_manifest=Path(a.manifests, "train.parquet"), dev_manifest=Path(a.manifests, "dev.parquet"),
                        stats=Path(a.stats), vocab=Path(a.vocab), out_dir=Path(a.out), curve=Path(a.plots),
                        checkpoint_dir=Path(a.checkpoints))
-    model = ctx.params["model"]
-    result = train(paths, TrainConfig.from_params(ctx.params["train"]), {"family": model["family"],
-                   model["family"]: model[model["family"]]}, FeatureConfig.from_params(ctx.params["features"]),
-                   ctx.params["seed"], log=ctx.log)
+    model = selected(ctx.params["model"])
+    result = train(paths, TrainConfig.from_params(ctx.params["train"]), model,
+                   FeatureConfig.from_params(ctx.params["features"]), ctx.params["seed"], log=ctx.log)
     metrics = dataclasses.asdict(result)
     if ctx.master:  # the manifests it learnt from and validated on: MLflow dataset inputs
         ctx.tracker.log_dataset(a.manifests + "/train.parquet", "train")

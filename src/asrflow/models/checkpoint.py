@@ -28,8 +28,8 @@ def model_checkpoint(model: torch.nn.Module, vocab: list[str], mean: torch.Tenso
     """The checkpoint a trained model is shipped as: its config and weights, the vocabulary, the
     feature config and normalisation statistics (all :func:`load_checkpoint` needs), plus
     ``extra`` plain values (the training params, epoch, dev rates)."""
-    return {"model_family": model.family, "model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), "vocab": vocab,
-            "stats": {"mean": mean.tolist(), "std": std.tolist()}, "features": features.__dict__, **extra}
+    return {"model_family": model.family, "model_config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+            "vocab": vocab, "stats": {"mean": mean.tolist(), "std": std.tolist()}, "features": features.__dict__, **extra}
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:

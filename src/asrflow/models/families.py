@@ -64,6 +64,11 @@ def chosen(model: dict[str, Any]) -> tuple[Family, dict[str, Any]]:
     return f, model[f.name]
 
 
+def selected(model: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's ``model`` block with the chosen family's block only (what training reads)."""
+    return {"family": model["family"], model["family"]: model[model["family"]]}
+
+
 def build_model(model: dict[str, Any], n_mels: int, vocab_size: int):
     """The network params.yaml's ``model`` block describes, freshly initialised."""
     f, block = chosen(model)

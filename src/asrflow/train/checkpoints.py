@@ -20,11 +20,11 @@ CODE = ("train/loop.py", "train/batches.py", "train/distributed.py", "models", "
 def run_fingerprint(cfg: TrainConfig, model: dict[str, Any], features: FeatureConfig, seed: int,
                     inputs: list[Path]) -> str:
     """What a resumable checkpoint must match to be resumed: the params that shape training
-    (the chosen model family's block among them), the seed, the input files (train/dev
+    (``model``: the chosen family and its block, :func:`asrflow.models.families.selected`), the seed, the input files (train/dev
     manifests, stats, vocab) and the training code (the models package entire)."""
     h = hashlib.sha256()
     h.update(json.dumps({"train": {k: v for k, v in cfg.to_params().items() if k not in OPERATIONAL},
-                         "model": {"family": model["family"], model["family"]: model[model["family"]]},
+                         "model": model,
                          "features": features.__dict__, "seed": seed}, sort_keys=True).encode())
     root = Path(__file__).resolve().parents[1]
     code = [f for c in CODE for f in ([root / c] if (root / c).is_file() else sorted((root / c).glob("*.py")))]
