@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    cfg = ManifestConfig.from_params(p := load_params(REPO / "params.yaml"), frame_geometry(p["model"]))
+    cfg = ManifestConfig.from_params(p := load_params(REPO / "params.yaml"), frame_geometry(p["model"]), "synth")
     sr = cfg.sample_rate
     readers = ("files", "parquet", "parquet_flac")
     with tempfile.TemporaryDirectory(prefix="asrflow-bench-loader-") as tmp:

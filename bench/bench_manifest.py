@@ -107,7 +107,7 @@ def peak_rss_build(raw: Path, out: Path) -> tuple[float, float, dict]:
             "from asrflow.models.frames import frame_geometry; "
             f"p = load_params({str(REPO / 'params.yaml')!r}); "
             f"m = write_manifests({str(raw)!r}, {{'train': ['train']}}, {str(out)!r}, "
-            "ManifestConfig.from_params(p, frame_geometry(p['model']))); print(json.dumps(m))")
+            "ManifestConfig.from_params(p, frame_geometry(p['model']), 'synth')); print(json.dumps(m))")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=100_000, help="utterances for the memory figure")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    cfg = ManifestConfig.from_params(p := load_params(REPO / "params.yaml"), frame_geometry(p["model"]))
+    cfg = ManifestConfig.from_params(p := load_params(REPO / "params.yaml"), frame_geometry(p["model"]), "synth")
     with tempfile.TemporaryDirectory(prefix="asrflow-bench-manifest-", dir=REPO / "cache" if (REPO / "cache").is_dir() else None) as tmp:
         tmp = Path(tmp)
         long_src = make_sources(tmp / "src-long", 24, sentences_per_file=4)

@@ -1,10 +1,15 @@
-"""Stage 'download': LibriSpeech archives from the mirrors, or the synth corpus generated locally.
+"""Stage 'download': the dataset's source makes its archive directory.
 
-Either way the product is a directory of archives plus checksums.json; the manifest
-stage extracts them.
+LibriSpeech and AISHELL-1 archives fetched from the mirrors and verified, the embedded
+corpus generated here, a Common Voice archive you have linked and hashed, or, for a
+corpus read where it lies (kaldi, nemo, folder, a Common Voice folder), source.json: its
+path, how to read it and a fingerprint of its file listing. The manifest stage extracts
+and lists from there.
 """
 
-from asrflow.pipeline.config import dataset_splits
+from pathlib import Path
+
+from asrflow.data.sources import source_of
 from asrflow.pipeline.stagekit import Context, main
 
 
@@ -15,25 +20,10 @@ def add_args(p):
 
 
 def run(ctx: Context) -> dict:
-    subsets = [s for v in dataset_splits(ctx.params, ctx.dataset).values() for s in v]
-    cfg = ctx.params["download"][ctx.dataset]
-    if ctx.dataset == "synth":
-        from asrflow.data.synth import generate_corpus
-
-        def progress(done: int, total: int) -> None:
-            if done % 500 == 0 or done == total:
-                ctx.log(f"synthesised {done}/{total}")
-        missing = sorted(set(subsets) - set(cfg["utterances"]))
-        if missing:
-            raise ValueError(f"datasets.synth.splits names subsets {missing} that download.synth.utterances "
-                             f"does not generate ({sorted(cfg['utterances'])})")
-        return generate_corpus(cfg, ctx.params["seed"], ctx.args.out,
-                               sample_rate=ctx.params["features"]["sample_rate"], workers=cfg["workers"],
-                               progress=progress)
-    from asrflow.data.librispeech import download_librispeech
-    sizes = download_librispeech(subsets, cfg["mirrors"], ctx.args.store, ctx.args.out, lm_corpus=cfg["lm_corpus"],
-                                 checksums=cfg["checksums"], timeout=cfg["timeout_s"], retries=cfg["retries"])
-    return {"files": len(sizes), "gigabytes": round(sum(sizes.values()) / 1e9, 3)}
+    entry = ctx.params["datasets"][ctx.dataset]
+    subsets = [s for v in entry["splits"].values() for s in v]
+    return source_of(entry).fetch(entry, subsets, Path(ctx.args.out), Path(ctx.args.store), seed=ctx.params["seed"],
+                                  sample_rate=ctx.params["features"]["sample_rate"], log=ctx.log)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Stage 'manifest': extract the archives, then JSON lines + Parquet per split and the rejects table."""
+"""Stage 'manifest': the source extracts and lists each split; JSON lines + Parquet per split and the rejects table."""
 
 from pathlib import Path
 
-from asrflow.data.archives import extract_archives
-from asrflow.pipeline.config import dataset_splits
 from asrflow.data.manifest import ManifestConfig, write_manifests
+from asrflow.data.sources import source_of
 from asrflow.models.frames import frame_geometry
+from asrflow.pipeline.config import dataset_splits
 from asrflow.pipeline.stagekit import Context, main
 
 
@@ -17,11 +17,13 @@ def add_args(p):
 
 
 def run(ctx: Context) -> dict:
-    extracted = extract_archives(Path(ctx.args.archives), Path(ctx.args.raw), log=ctx.log,
-                                 max_gb=ctx.params["download"]["max_extracted_gb"])
-    metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out,
-                              ManifestConfig.from_params(ctx.params, frame_geometry(ctx.params["model"])))
-    metrics["archives_extracted"] = sum(extracted.values())
+    source = source_of(ctx.params["datasets"][ctx.dataset])
+    opened, extracted = source.open(Path(ctx.args.archives), Path(ctx.args.raw),
+                                    ctx.params["download"]["max_extracted_gb"], ctx.log)
+    cfg = ManifestConfig.from_params(ctx.params, frame_geometry(ctx.params["model"]), ctx.dataset)
+    metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out, cfg,
+                              source.lister(opened))
+    metrics["archives_extracted"] = extracted
     ctx.tracker.log_artifact(f"{ctx.args.out}/rejects.parquet")
     if metrics["rejected"]:
         reasons = ", ".join(f"{k[len('rejected_'):]}: {v}" for k, v in metrics.items() if k.startswith("rejected_"))

@@ -46,7 +46,7 @@ def model_config(n_mels: int, vocab_size: int, **fields):
 def tiny_params() -> dict:
     """params.yaml shrunk so the whole chain runs in well under a minute on 2 cores."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
-    s = p["download"]["synth"]
+    s = p["datasets"]["synth"]
     s.update(voices=["en-us", "en-gb"], variants=["m1", "f1", "m3", "f3"], dev_speakers=1, test_speakers=1,
              utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
     p["stats"]["sample_size"] = 16

@@ -429,7 +429,7 @@ def assert_duration_plot_bins_in_numeric_order(repo):
 # for each stage, a bad value of a key it reads: under plain `dvc repro <stage>` DVC would
 # remove the stage's outputs before the command refuses it
 BAD_FOR_STAGE = {
-    "download": lambda p: p["download"]["synth"].update(voices=["en-us\n"]),
+    "download": lambda p: p["datasets"]["synth"].update(voices=["en-us\n"]),
     "manifest": lambda p: p["manifest"].update(audio_codec="mp3"),
     "stats": lambda p: p["stats"].update(sample_size="lots"),
     "vocab": lambda p: p["vocab"].update(min_count="lots"),
@@ -543,7 +543,7 @@ def _set(key: str, value):
 PARAM_EDITS = [
     ("evaluate.top_errors", lambda v: v + 1, {"report"}, {"report"}),  # read by report only
     ("evaluate.max_utterances", 7, {"evaluate"}, {"evaluate", "report"}),
-    ("download.librispeech.timeout_s", lambda v: v + 1, set(), set()),  # another dataset's key
+    ("datasets.librispeech.timeout_s", lambda v: v + 1, set(), set()),  # another dataset's key
     ("datasets.librispeech.splits.dev", ["dev-other"], set(), set()),
     ("mlflow.artifact_root", "elsewhere/artifacts", set(), set()),  # where runs are recorded
     ("cluster.default.runtime", lambda v: v + 1, set(), set()),  # a Slurm job's time limit
@@ -560,7 +560,9 @@ PARAM_EDITS = [
     ("model.deepspeech2.subsampling.kernel", lambda v: [v[0], v[1] - 2], {"manifest", "train"}, AFTER_MANIFEST),
     ("model.deepspeech2.rnn_hidden", lambda v: v + 8, {"train"}, {"train"} | AFTER_TRAIN),
     ("model.jasper.subsampling.kernel", lambda v: v + 2, set(), set()),  # a family not chosen
-    ("download.synth.rate", lambda v: [v[0] + 1, v[1]], {"download"}, EVERY),
+    ("datasets.synth.rate", lambda v: [v[0] + 1, v[1]], {"download"}, EVERY),  # a source option
+    ("datasets.synth.resample", True, {"download", "manifest"}, EVERY),  # read by the manifest stage too
+    ("datasets.synth.language", "zh", {"download", "manifest", "lm"}, EVERY),
     ("seed", lambda v: v + 1, {"download", "stats", "train"}, EVERY),
 ]
 

@@ -37,7 +37,7 @@ def test_config_types_have_no_defaults_of_their_own():
     p = load_params(REPO / "params.yaml")
     built = {FeatureConfig: FeatureConfig.from_params(p["features"]), BeamConfig: BeamConfig.from_params(p["decode"]),
              LMConfig: LMConfig.from_params(p["lm"]), TrainConfig: TrainConfig.from_params(p["train"]),
-             ManifestConfig: ManifestConfig.from_params(p, frame_geometry(p["model"])),
+             ManifestConfig: ManifestConfig.from_params(p, frame_geometry(p["model"]), "synth"),
              **{type(c): c for c in (families.family(f).config_from_params(p["model"][f], 80, 29) for f in families.FAMILIES)},
              DecoderSettings: DecoderSettings.from_dict({**p["decode"], "alpha": 1.0, "beta": 0.5})}
     steps = AugmentConfig.from_params(p["train"]["augment"]).steps

@@ -77,9 +77,9 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     (lambda p: p["tune"].update(beam_threshold=0), ["tune.beam_threshold"]),
     # a pattern matches the whole value: Python's `$` alone also matches before a final newline
     (lambda p: p["train"].update(rdzv_endpoint="localhost:0\n"), ["train.rdzv_endpoint", "localhost:0\\n"]),
-    (lambda p: p["download"]["synth"].update(voices=["en-us\n"]), ["download.synth.voices.0", "en-us\\n"]),
-    (lambda p: p["download"]["librispeech"].update(mirrors=["https://www.openslr.org/resources\n"]),
-     ["download.librispeech.mirrors.0"]),
+    (lambda p: p["datasets"]["synth"].update(voices=["en-us\n"]), ["datasets.synth.voices.0", "en-us\\n"]),
+    (lambda p: p["datasets"]["librispeech"].update(mirrors=["https://www.openslr.org/resources\n"]),
+     ["datasets.librispeech.mirrors.0"]),
     (lambda p: p["datasets"]["synth"]["splits"].update(train=["train\n"]), ["datasets.synth.splits.train.0"]),
     (lambda p: p["download"].update(max_extracted_gb=0), ["download.max_extracted_gb"]),
 ])

@@ -19,7 +19,7 @@ DEV_CER_BOUND = 75.0
 
 def learning_params() -> dict:
     p = tiny_params()
-    s = p["download"]["synth"]
+    s = p["datasets"]["synth"]
     s.update(utterances={"train": 400, "dev": 40, "test": 40}, lm_sentences=2000)
     p["train"].update(epochs=12, batch_frames=3000, warmup_steps=20)
     p["model"]["deepspeech2"].update(conv_channels=8, rnn_layers=2, rnn_hidden=64)

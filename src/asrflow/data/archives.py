@@ -20,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -280,7 +281,8 @@ def _name_max(path: Path) -> int:
         return 255
 
 
-def _check_member(member: tarfile.TarInfo, archive: Path, subset: str, name_max: int) -> None:
+def _check_member(member: tarfile.TarInfo, archive: Path, subset: str, name_max: int,
+                  layout: "Layout | None" = None) -> None:
     """Refuse ``member`` unless it is a plain file or directory inside ``LibriSpeech/<subset>/``
     (or a file directly in ``LibriSpeech/``: SPEAKERS.TXT and the like, which every subset's
     archive carries) with names the file system can hold.
@@ -307,6 +309,11 @@ def _check_member(member: tarfile.TarInfo, archive: Path, subset: str, name_max:
         raise DownloadError(f"{archive}: refusing member {name[:120]!r}... with a name of "
                             f"{len(too_long[0].encode('utf-8', 'surrogateescape'))} bytes, over the file system's "
                             f"limit of {name_max}")
+    if layout is not None:
+        if not layout.allows(parts, member.isdir(), subset):
+            raise DownloadError(f"{archive}: refusing member {name!r}: this archive may only write "
+                                f"{layout.describe(subset)}; nothing was extracted")
+        return
     if len(parts) == 1:
         inside = parts == (ROOT,) and member.isdir()
     else:
@@ -315,6 +322,28 @@ def _check_member(member: tarfile.TarInfo, archive: Path, subset: str, name_max:
         raise DownloadError(f"{archive}: refusing member {name!r}: this archive may only write {ROOT}/{subset}/ "
                             f"(and files directly in {ROOT}/), never another subset's folder or anything "
                             "outside it; nothing was extracted")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an archive of another corpus may write (LibriSpeech's rule is the default): the
+    names allowed at each folder level from the top, ``()`` for any one name (the same for
+    every member at the top level) and ``"{stem}"`` for the archive's own name (AISHELL-1's
+    ``S0002.tar.gz`` writes ``{train,dev,test}/S0002/``). Files lie below the last level."""
+
+    levels: tuple[tuple[str, ...], ...]
+
+    def _names(self, i: int, stem: str) -> tuple[str, ...]:
+        return tuple(stem if n == "{stem}" else n for n in self.levels[i])
+
+    def allows(self, parts: tuple[str, ...], is_dir: bool, stem: str) -> bool:
+        fits = all(not self.levels[i] or parts[i] in self._names(i, stem)
+                   for i in range(min(len(parts), len(self.levels))))
+        return fits and (len(parts) > len(self.levels) or is_dir)
+
+    def describe(self, stem: str) -> str:
+        return "/".join("<one folder>" if not names else names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+                        for names in (self._names(i, stem) for i in range(len(self.levels)))) + "/"
 
 
 def _check_size(members: list[tarfile.TarInfo], archive: Path, max_gb: float) -> None:
@@ -357,7 +386,7 @@ def _check_end(tar: tarfile.TarFile) -> None:
         at += len(block)
 
 
-def safe_extract(archive: Path, dest: Path, max_gb: float, depth: int = 2) -> None:
+def safe_extract(archive: Path, dest: Path, max_gb: float, depth: int = 2, layout: Layout | None = None) -> None:
     """Extract a .tar.gz into ``dest`` after checking every member.
 
     Absolute paths, ``..``, links and devices, names too long for the file system, members
@@ -384,8 +413,13 @@ def safe_extract(archive: Path, dest: Path, max_gb: float, depth: int = 2) -> No
             raise DownloadError(f"{archive}: unreadable{where}, truncated or corrupt "
                                 f"({type(e).__name__}: {_one_line(e)}); nothing was extracted") from e
         subset, name_max = _archive_subset(archive), _name_max(dest)
+        if layout is not None and not layout.levels[0]:  # one folder, the same for every member
+            tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+            if len(tops) > 1:
+                raise DownloadError(f"{archive}: members in {len(tops)} top-level folders ({', '.join(sorted(tops)[:3])}"
+                                    "...): this archive may only write one folder; nothing was extracted")
         for m in members:
-            _check_member(m, archive, subset, name_max)
+            _check_member(m, archive, subset, name_max, layout)
         _check_size(members, archive, max_gb)
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
@@ -423,7 +457,8 @@ def _move_into(src: Path, dst: Path, depth: int) -> None:
         os.replace(entry, target)
 
 
-def extract_archives(archive_dir: Path, raw_dir: Path, log=print, *, max_gb: float) -> dict[str, bool]:
+def extract_archives(archive_dir: Path, raw_dir: Path, log=print, *, max_gb: float, depth: int = 2,
+                     layout: Layout | None = None) -> dict[str, bool]:
     """Extract every ``.tar.gz`` listed in ``archive_dir/checksums.json`` into ``raw_dir``.
 
     Each extraction is stamped (``raw_dir/.extracted/<archive>``) with the archive's
@@ -448,7 +483,7 @@ def extract_archives(archive_dir: Path, raw_dir: Path, log=print, *, max_gb: flo
             continue
         stamp.unlink(missing_ok=True)
         log(f"extracting {name} into {raw_dir}")
-        safe_extract(archive_dir / name, raw_dir, max_gb)
+        safe_extract(archive_dir / name, raw_dir, max_gb, depth, layout)
         stamp.write_text(key)
         done[name] = True
     return done

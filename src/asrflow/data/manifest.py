@@ -1,7 +1,9 @@
 """Manifests: one JSON-lines file and one Parquet table per split, plus a rejects table.
 
-Input is a LibriSpeech-layout tree (``LibriSpeech/<subset>/<spk>/<chapter>/...``).
-Durations come from file headers (``soundfile.info``) and one seek to the last frame
+A dataset's source lists each split's utterances (:mod:`asrflow.data.sources`; LibriSpeech's
+layout, ``LibriSpeech/<subset>/<spk>/<chapter>/...``, unless told otherwise); everything
+after that is the same for every source. Transcripts are normalised by the dataset's
+language (:func:`text_rule`). Durations come from file headers (``soundfile.info``) and one seek to the last frame
 (which catches truncated files), never from decoding whole files; the probes run on
 every core. A bad file or transcript line never stops the stage and is never dropped
 silently: it lands in ``rejects.parquet`` with a reason and a detail.
@@ -25,7 +27,7 @@ from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -35,10 +37,13 @@ import soundfile as sf
 from soundfile import _ffi, _snd  # libsndfile's C API, as soundfile binds it
 from tqdm import tqdm
 
+from asrflow.data.sources import Listing, Utterance
+from asrflow.data.sources.librispeech import list_split as list_librispeech
 from asrflow.features.geometry import conv_output_length, ctc_min_frames
-from asrflow.text.vocab import normalize
+from asrflow.text.normalize import text_rule
 
-COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset"]
+COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset", "offset"]
+CLIP = "_clip"  # (offset s, duration s) of a row whose samples are cut from its file or resampled; else None
 AUDIO = "audio"
 CODEC_KEY = b"asrflow.audio_codec"  # Parquet schema metadata: how the audio column is encoded
 RATE_KEY = b"asrflow.sample_rate"   # ... and at what sample rate (the manifest stage rejects other rates)
@@ -60,10 +65,21 @@ REASONS = {
     "duplicate_id": "a second transcript line for the same utterance id, or the same id in another chapter",
     "unsupported_format": "a file other than .flac audio and .trans.txt transcripts (e.g. .wav, .FLAC), or a "
                           ".flac holding another format, or a file whose path is not valid UTF-8",
+    "needs_pcm16": "a segment of a file, or audio to resample, while manifest.audio_codec is not pcm16 (with "
+                   "audio_bytes: true): only pcm16 stores the converted samples",
+    "bad_segment": "a segment (Kaldi segments, NeMo offset/duration) outside its file, or of no length",
+    "outside_corpus": "a list line whose audio path leaves the corpus folder (folder source)",
+    "pipe_refused": "a Kaldi wav.scp line that is a command, while the dataset's allow_pipes is false",
+    "pipe_failed": "a Kaldi wav.scp command that failed or wrote no audio (allow_pipes: true)",
+    "malformed_line": "a list line that cannot be parsed (a TSV row with too few fields, bad JSON, no id)",
 }
 PROBE_CHUNK = 64
 _SFM_READ = 0x10
-_SF_FORMAT_TYPEMASK, _SF_FORMAT_FLAC = 0x0FFF0000, 0x170000  # libsndfile's sndfile.h
+_SF_FORMAT_TYPEMASK = 0x0FFF0000  # libsndfile's sndfile.h: container types
+_CONTAINERS = {0x010000: "WAV", 0x130000: "WAV", 0x220000: "WAV", 0x020000: "AIFF", 0x170000: "FLAC",
+               0x200000: "Ogg", 0x230000: "MP3"}  # WAV, WAVEX and RF64 are all WAV to a user
+# what a file's extension promises; any other extension is unsupported_format
+EXTENSIONS = {".flac": "FLAC", ".wav": "WAV", ".mp3": "MP3", ".ogg": "Ogg", ".opus": "Ogg"}
 
 
 @dataclass(frozen=True)
@@ -82,16 +98,20 @@ class ManifestConfig:
     hop_ms: float
     conv_kernel_t: int
     time_strides: tuple[int, ...]
+    language: str                  # the dataset's: how transcripts are normalised (text_rule)
+    resample: bool                 # the dataset's: resample audio at another rate (else reject it)
 
     @classmethod
-    def from_params(cls, p: dict[str, Any], geometry: tuple[int, list[int]]) -> "ManifestConfig":
+    def from_params(cls, p: dict[str, Any], geometry: tuple[int, list[int]], dataset: str) -> "ManifestConfig":
         """From params.yaml, with the chosen model family's time geometry (kernel, strides:
-        :func:`asrflow.models.frames.frame_geometry`)."""
+        :func:`asrflow.models.frames.frame_geometry`) and ``dataset``'s language and resample."""
         m, f = p["manifest"], p["features"]
+        ds = p["datasets"][dataset]
         return cls(min_duration=m["min_duration"], max_duration=m["max_duration"], allowed_chars=m["allowed_chars"],
                    sample_rate=f["sample_rate"], workers=m["workers"], audio_bytes=m["audio_bytes"],
                    audio_codec=m["audio_codec"], row_group_rows=m["row_group_rows"], hop_ms=f["hop_ms"],
-                   conv_kernel_t=geometry[0], time_strides=tuple(geometry[1]))
+                   conv_kernel_t=geometry[0], time_strides=tuple(geometry[1]), language=ds["language"],
+                   resample=ds["resample"])
 
     def model_frames(self, num_samples: int) -> int:
         """Frames the acoustic model emits for ``num_samples`` (features, then conv front end)."""
@@ -121,9 +141,9 @@ def probe(path: str) -> tuple[int, int, int, str, str]:
     try:
         frames, sr, ch = int(info.frames), int(info.samplerate), int(info.channels)
         container = int(info.format) & _SF_FORMAT_TYPEMASK
-        if container != _SF_FORMAT_FLAC:  # e.g. WAV bytes under a .flac name: not what the name says
-            kind = {0x010000: "WAV", 0x020000: "AIFF", 0x200000: "Ogg"}.get(container, hex(container))
-            return frames, sr, ch, "unsupported_format", f"{kind} data in a .flac file"
+        kind, ext = _CONTAINERS.get(container, hex(container)), os.path.splitext(path)[1].lower()
+        if EXTENSIONS.get(ext) != kind:  # e.g. WAV bytes under a .flac name: not what the name says
+            return frames, sr, ch, "unsupported_format", f"{kind} data in a {ext or 'extension-less'} file"
         if frames <= 0:
             return 0, sr, ch, "unreadable_audio", "no audio frames"
         buf = _ffi.new("short[]", ch)
@@ -157,156 +177,86 @@ def probe_all(paths: list[str], workers: int, desc: str) -> list[tuple[int, int,
     return out
 
 
-def shown_path(path: str) -> str:
-    """``path`` as the tables store it: a name that is not valid UTF-8 (os.walk gives its
-    bytes as lone surrogates, which Parquet and JSON cannot hold) with ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConfig,
+                lister: Callable[[Path, str, list[str]], Listing] | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows of one split, sorted by duration (then subset, utt_id), and its rejects.
 
-
-def _walk(subset_dir: Path) -> tuple[list[Path], list[str], list[str]]:
-    """Transcript files, every other file of a subset (sorted paths), and the files whose
-    path is not valid UTF-8 (transcripts included: they cannot be read as the others), in
-    one directory walk."""
-    trans, files, undecodable = [], [], []
-    for dirpath, dirnames, filenames in os.walk(subset_dir):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if shown_path(path) != path:
-                undecodable.append(path)
-            elif name.endswith(".trans.txt"):
-                trans.append(Path(path))
-            else:
-                files.append(path)
-    return trans, files, undecodable
-
-
-def read_transcripts(trans_files: list[Path]) -> tuple[list[tuple[str, str, Path]], list[dict[str, str]]]:
-    """Every ``(utt_id, text, trans_file)`` of the files, and rejects for malformed lines."""
-    rows, rejects = [], []
-    for trans in trans_files:
-        # a byte-order mark (an editor's, or files concatenated) is not part of the id, and any
-        # whitespace run (a tab too) separates id and text: else the line's id names no file and
-        # the file is "without a line", two misleading rejects instead of one accepted utterance
-        for lineno, line in enumerate(trans.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
-            utt_id, text = (line.lstrip("\ufeff").split(None, 1) + ["", ""])[:2]
-            if not utt_id:
-                continue
-            if not text.strip():
-                rejects.append({"utt_id": utt_id, "path": f"{trans}:{lineno}", "reason": "empty_transcript",
-                                "detail": "transcript line has an id but no text"})
-                continue
-            rows.append((utt_id, text, trans))
-    return rows, rejects
-
-
-def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConfig) -> tuple[pd.DataFrame, list[dict]]:
-    """Rows of one split, sorted by duration (then subset, utt_id), and its rejects."""
-    allowed = set(cfg.allowed_chars) | {" "}
-    candidates, rejects = [], []
-    seen_files: list[str] = []
-    for subset in subsets:
-        sdir = raw_dir / "LibriSpeech" / subset
-        if not sdir.is_dir():
-            raise FileNotFoundError(f"subset '{subset}' of split '{split}' not found at {sdir}")
-        trans_files, files, undecodable = _walk(sdir)
-        for f in undecodable:  # rejected as they are found: no table can hold such a path as it is
-            rejects.append({"split": split, "subset": subset, "utt_id": Path(shown_path(f)).name.split(".")[0],
-                            "path": shown_path(f), "reason": "unsupported_format",
-                            "detail": "path is not valid UTF-8 (its bytes shown as \\xNN): rename it"})
-        seen_files += [shown_path(f) for f in undecodable]
-        rows, bad = read_transcripts(trans_files)
-        # an utterance is its transcript line and the audio beside that transcript file: a
-        # chapter's audio is never paired with another chapter's line, whatever the ids say
-        present, unused = set(files), set(files)
-        for r in bad:  # a malformed line's audio is rejected with it (the line named in the detail)
-            line = r["path"]
-            audio = os.path.join(os.path.dirname(line.rsplit(":", 1)[0]), f"{r['utt_id']}.flac")
-            if audio in unused:
-                unused.discard(audio)
-                r = {**r, "path": audio, "detail": f"{r['detail']} ({line})"}
-            rejects.append({"split": split, "subset": subset, **r})
-        by_stem: dict[str, list[str]] = {}
-        for f in files:
-            by_stem.setdefault(os.path.join(os.path.dirname(f), Path(f).name.split(".")[0]), []).append(f)
-        first: dict[str, str] = {}  # utt_id -> where its first line is
-        for utt_id, text, trans in rows:
-            audio = str(trans.parent / f"{utt_id}.flac")
-            reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": audio}
-            if utt_id in first:
-                own = audio in unused  # a second chapter's file with the same id: rejected with its line
-                unused.discard(audio)
-                rejects.append({**reject, "path": audio if own else f"{trans}", "reason": "duplicate_id",
-                                "detail": f"{utt_id} in {trans} repeats the id of {first[utt_id]}"})
-                continue
-            first[utt_id] = str(trans)
-            if audio in present and audio not in unused:
-                # its file went with an earlier line of this id in the same file, one without
-                # text: this line repeats the id (calling the file missing would be untrue, and
-                # its path would count the file twice)
-                rejects.append({**reject, "path": f"{trans}", "reason": "duplicate_id",
-                                "detail": f"{utt_id} in {trans} repeats the id of a line with no text there"})
-                continue
-            if audio not in unused:
-                others = [f for f in by_stem.get(str(trans.parent / utt_id), []) if f in unused]
-                if others:  # e.g. x.wav or x.FLAC: there, but not in the format the pipeline reads
-                    unused.discard(others[0])
-                    rejects.append({**reject, "path": others[0], "reason": "unsupported_format",
-                                    "detail": f"{Path(others[0]).name}: only .flac audio is read"})
-                else:
-                    rejects.append({**reject, "reason": "missing_audio", "detail": f"listed in {trans}"})
-                continue
-            unused.discard(audio)
-            text = normalize(text)
-            bad_chars = sorted(set(text) - allowed)
-            if bad_chars:
-                rejects.append({**reject, "reason": "bad_characters", "detail": "".join(bad_chars)})
-                continue
-            candidates.append((utt_id, text, audio, subset))
-        for f in sorted(unused):
-            reject = {"split": split, "subset": subset, "utt_id": Path(f).name.split(".")[0], "path": f}
-            if f.endswith(".flac"):
-                rejects.append({**reject, "reason": "no_transcript", "detail": "no line in the chapter's trans.txt"})
-            else:
-                rejects.append({**reject, "reason": "unsupported_format",
-                                "detail": f"{Path(f).name}: only .flac audio and .trans.txt transcripts are read"})
-        seen_files += files
+    ``lister`` lists the split's utterances (a source's ``list_split``; LibriSpeech's layout
+    when None); every check after that is the same for every source.
+    """
+    listing = (lister or list_librispeech)(Path(raw_dir), split, subsets)
+    rejects = list(listing.rejects)
+    norm, allowed = text_rule(cfg.language, cfg.allowed_chars)
+    candidates: list[tuple[Utterance, str]] = []
+    first: dict[str, str] = {}
+    for u in listing.utterances:
+        reject = {"split": split, "subset": u.subset, "utt_id": u.utt_id, "path": u.audio, "key": u.key}
+        text = norm(u.text)
+        if u.utt_id in first:
+            rejects.append({**reject, "reason": "duplicate_id",
+                            "detail": f"{u.utt_id} ({u.where or u.key}) repeats the id of {first[u.utt_id]}"})
+        elif not text:
+            rejects.append({**reject, "reason": "empty_transcript",
+                            "detail": f"no text left after normalisation ({u.where or u.key})"})
+        elif bad := "".join(sorted(set(text) - allowed)):
+            rejects.append({**reject, "reason": "bad_characters", "detail": bad})
+        else:
+            candidates.append((u, text))
+        first.setdefault(u.utt_id, u.where or u.key)
     workers = cfg.workers or os.cpu_count() or 1
-    probes = probe_all([c[2] for c in candidates], workers, f"probe {split}")
+    files = list(dict.fromkeys(u.audio for u, _ in candidates))  # segments share their file's probe
+    probes = dict(zip(files, probe_all(files, workers, f"probe {split}")))
     good = []
-    for (utt_id, text, audio, subset), (frames, sr, ch, reason, detail) in zip(candidates, probes):
-        reject = {"split": split, "subset": subset, "utt_id": utt_id, "path": str(audio)}
-        dur = frames / sr if sr else 0.0
+    for u, text in candidates:
+        frames, sr, ch, reason, detail = probes[u.audio]
+        reject = {"split": split, "subset": u.subset, "utt_id": u.utt_id, "path": u.audio, "key": u.key}
+        whole = frames / sr if sr else 0.0
+        dur = u.duration if u.duration is not None else whole - u.offset
+        clipped = u.offset > 0 or u.duration is not None
+        pcm16 = cfg.audio_bytes and cfg.audio_codec == "pcm16"
+        samples = int(round(dur * cfg.sample_rate))
         if reason:
             rejects.append({**reject, "reason": reason, "detail": detail})
-        elif sr != cfg.sample_rate:
-            rejects.append({**reject, "reason": "wrong_sample_rate", "detail": f"{sr} Hz"})
+        elif sr != cfg.sample_rate and not cfg.resample:
+            rejects.append({**reject, "reason": "wrong_sample_rate",
+                            "detail": f"{sr} Hz (set the dataset's resample: true to resample it to "
+                                      f"{cfg.sample_rate} Hz)"})
+        elif (clipped or sr != cfg.sample_rate) and not pcm16:
+            what = "a segment of its file" if clipped else f"{sr} Hz audio to resample"
+            rejects.append({**reject, "reason": "needs_pcm16",
+                            "detail": f"{what}: only manifest.audio_bytes: true with audio_codec: pcm16 stores "
+                                      "the converted samples"})
         elif ch != 1:
             rejects.append({**reject, "reason": "not_mono", "detail": f"{ch} channels"})
+        elif u.offset < 0 or u.offset + dur > whole + 1e-3 or dur <= 0:
+            rejects.append({**reject, "reason": "bad_segment",
+                            "detail": f"{u.offset:.3f} s + {dur:.3f} s in a file of {whole:.3f} s"})
         elif dur < cfg.min_duration:
             rejects.append({**reject, "reason": "too_short", "detail": f"{dur:.3f} s"})
         elif dur > cfg.max_duration:
             rejects.append({**reject, "reason": "too_long", "detail": f"{dur:.3f} s"})
-        elif cfg.model_frames(frames) < ctc_min_frames(text):
+        elif cfg.model_frames(samples) < ctc_min_frames(text):
             rejects.append({**reject, "reason": "too_short_for_label",
-                            "detail": f"{cfg.model_frames(frames)} model frames for {len(text)} characters "
+                            "detail": f"{cfg.model_frames(samples)} model frames for {len(text)} characters "
                                       f"(CTC needs {ctc_min_frames(text)})"})
         else:
-            spk, chap, _ = (utt_id.split("-") + ["", "", ""])[:3]
-            good.append({"audio_filepath": str(audio), "duration": round(dur, 6), "text": text, "utt_id": utt_id,
-                         "speaker_id": spk, "chapter_id": chap, "subset": subset})
-    check_accounted(seen_files, [g["audio_filepath"] for g in good], rejects)
-    df = pd.DataFrame(good, columns=COLUMNS)
+            good.append({"audio_filepath": u.audio, "duration": round(dur, 6), "text": text, "utt_id": u.utt_id,
+                         "speaker_id": u.speaker, "chapter_id": u.chapter, "subset": u.subset,
+                         "offset": round(u.offset, 6), "key": u.key,
+                         CLIP: (u.offset, dur) if clipped or sr != cfg.sample_rate else None})
+    check_accounted(listing.inputs, [g["key"] for g in good], rejects)
+    df = pd.DataFrame(good, columns=[*COLUMNS, "key", CLIP])
     df = df.sort_values(["duration", "subset", "utt_id"], kind="stable").reset_index(drop=True)
     return df, rejects
 
 
 def check_accounted(files: list[str], rows: list[str], rejects: list[dict]) -> None:
-    """The manifest's invariant: every file found under the split's subsets (transcripts
-    aside) is exactly one accepted row's audio or one reject's path. Raises RuntimeError
-    naming what is missing or counted twice: nothing may be dropped silently."""
+    """The manifest's invariant: every input a source listed (an audio file found under the
+    split's subsets, transcripts aside; a list line) is exactly one accepted row's or one
+    reject's key (its path where it has no key). Raises RuntimeError naming what is missing
+    or counted twice: nothing may be dropped silently."""
     found = set(files)
-    counted = Counter(rows + [r["path"] for r in rejects if r["path"] in found])
+    counted = Counter(rows + [k for r in rejects if (k := r.get("key", r["path"])) in found])
     missing = sorted(found - set(counted))
     twice = sorted(p for p, n in counted.items() if n > 1)
     if missing or twice:
@@ -319,29 +269,49 @@ def check_accounted(files: list[str], rows: list[str], rejects: list[dict]) -> N
 def _schema(cfg: ManifestConfig) -> pa.Schema:
     fields = [pa.field("audio_filepath", pa.string()), pa.field("duration", pa.float64()),
               pa.field("text", pa.string()), pa.field("utt_id", pa.string()), pa.field("speaker_id", pa.string()),
-              pa.field("chapter_id", pa.string()), pa.field("subset", pa.string())]
+              pa.field("chapter_id", pa.string()), pa.field("subset", pa.string()), pa.field("offset", pa.float64())]
     if not cfg.audio_bytes:
         return pa.schema(fields)
     return pa.schema(fields + [pa.field(AUDIO, pa.binary())],
                      metadata={CODEC_KEY: cfg.audio_codec.encode(), RATE_KEY: str(cfg.sample_rate).encode()})
 
 
-def audio_payload(path: str, codec: str) -> tuple[bytes | None, str]:
+def audio_payload(path: str, codec: str, clip: tuple[float, float] | None = None,
+                  sample_rate: int = 16000) -> tuple[bytes | None, str]:
     """What a Parquet row carries for ``path``: the file's bytes (``flac``) or its samples as
-    little-endian int16 (``pcm16``); ``(None, why)`` if it cannot be read now."""
+    little-endian int16 (``pcm16``); ``(None, why)`` if it cannot be read now.
+
+    ``clip`` (pcm16 only): ``(offset, duration)`` in seconds, the part of the file the row is,
+    resampled to ``sample_rate`` if the file has another rate (polyphase filtering, scipy's
+    resample_poly, once here: training reads the stored samples).
+    """
     try:
         if codec == "flac":
             with open(path, "rb") as f:
                 return f.read(), ""
-        data, _ = sf.read(path, dtype="int16", always_2d=True)
-        return np.ascontiguousarray(data[:, 0], dtype="<i2").tobytes(), ""
+        if clip is None:
+            data, _ = sf.read(path, dtype="int16", always_2d=True)
+            return np.ascontiguousarray(data[:, 0], dtype="<i2").tobytes(), ""
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            start = int(round(clip[0] * sr))
+            f.seek(start)
+            data = f.read(int(round(clip[1] * sr)), dtype="float32", always_2d=True)[:, 0]
+        if sr != sample_rate:
+            from math import gcd
+
+            from scipy.signal import resample_poly
+            g = gcd(sr, sample_rate)
+            data = resample_poly(data, sample_rate // g, sr // g).astype(np.float32)
+        pcm = np.clip(np.round(data * 32768.0), -32768, 32767).astype("<i2")
+        return pcm.tobytes(), ""
     except Exception as e:  # vanished, unreadable or undecodable since it was probed
         return None, f"unreadable after probing: {e}"
 
 
-def _payloads(args: tuple[list[str], str]) -> list[tuple[bytes | None, str]]:
-    paths, codec = args
-    return [audio_payload(p, codec) for p in paths]
+def _payloads(args: tuple[list[str], list, str, int]) -> list[tuple[bytes | None, str]]:
+    paths, clips, codec, rate = args
+    return [audio_payload(p, codec, c, rate) for p, c in zip(paths, clips)]
 
 
 def _ordered(pool: ProcessPoolExecutor, fn, jobs: list, ahead: int):
@@ -367,7 +337,8 @@ def write_split(df: pd.DataFrame, out_dir: Path, split: str, cfg: ManifestConfig
     # pcm16 decodes every file once: spread over the cores, a row group's files per task
     pool = ProcessPoolExecutor(workers) if cfg.audio_bytes and cfg.audio_codec == "pcm16" and workers > 1 else None
     chunks = [df.iloc[start:start + cfg.row_group_rows] for start in range(0, len(df), cfg.row_group_rows)]
-    jobs = [(c["audio_filepath"].tolist(), cfg.audio_codec) for c in chunks]
+    jobs = [(c["audio_filepath"].tolist(), c[CLIP].tolist() if CLIP in c else [None] * len(c), cfg.audio_codec,
+             cfg.sample_rate) for c in chunks]
     if not cfg.audio_bytes:
         payloads = iter([None] * len(chunks))
     else:  # in order, the pool a few row groups ahead of the writer (memory: ~workers groups of audio)
@@ -406,14 +377,19 @@ def _write_group(chunk: pd.DataFrame, payload: list[tuple[bytes | None, str]] | 
     if not cols["utt_id"]:
         return 0
     writer.write_table(pa.Table.from_pydict(cols, schema=schema), row_group_size=cfg.row_group_rows)
-    for path, dur, text in zip(cols["audio_filepath"], cols["duration"], cols["text"]):
-        jl.write(json.dumps({"audio_filepath": path, "duration": dur, "text": text}, ensure_ascii=False) + "\n")
+    for path, dur, text, offset in zip(cols["audio_filepath"], cols["duration"], cols["text"], cols["offset"]):
+        row = {"audio_filepath": path, "duration": dur, "text": text, **({"offset": offset} if offset else {})}
+        jl.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(cols["utt_id"])
 
 
 def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: str | Path,
-                    cfg: ManifestConfig) -> dict[str, Any]:
+                    cfg: ManifestConfig, lister: Callable[[Path, str, list[str]], Listing] | None = None
+                    ) -> dict[str, Any]:
     """Write ``<split>.jsonl``, ``<split>.parquet`` and ``rejects.parquet`` into ``out_dir``.
+
+    ``lister``: the dataset source's ``list_split`` (LibriSpeech's layout under ``raw_dir``
+    when None).
 
     Returns metrics: utterances, hours and speakers per split, rejects per reason.
     Raises ValueError if a split ends up empty (nothing left to train or score on).
@@ -425,7 +401,7 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
     speakers: dict[str, set[str]] = {}
     texts: dict[str, set[str]] = {}
     for split, subsets in splits.items():
-        df, rejects = build_split(raw_dir, split, subsets, cfg)
+        df, rejects = build_split(raw_dir, split, subsets, cfg, lister)
         n, late = write_split(df, out_dir, split, cfg)
         rejects += late
         all_rejects += rejects
@@ -434,7 +410,7 @@ def write_manifests(raw_dir: str | Path, splits: dict[str, list[str]], out_dir: 
                              f"see {out_dir / 'rejects.parquet'})")
         late_ids = {r["utt_id"] for r in late}
         df = df[~df["utt_id"].isin(late_ids)]
-        speakers[split] = set(df["speaker_id"])
+        speakers[split] = set(df["speaker_id"]) - {""}  # '' = the corpus does not say
         texts[split] = set(df["text"])
         metrics[f"{split}_utterances"] = int(len(df))
         metrics[f"{split}_hours"] = round(float(df["duration"].sum()) / 3600, 4)

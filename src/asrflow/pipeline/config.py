@@ -67,9 +67,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _check_semantics(p: dict[str, Any]) -> None:
     """Checks a schema cannot express: ordered ranges, feasible speaker split."""
-    ranges = [("download.synth.rate", p["download"]["synth"]["rate"]),
-              ("download.synth.pitch", p["download"]["synth"]["pitch"]),
-              ("tune.alpha", p["tune"]["alpha"]),
+    synths = {name: ds for name, ds in p["datasets"].items() if ds["source"] == "synth"}
+    ranges = [(f"datasets.{name}.{k}", ds[k]) for name, ds in synths.items() for k in ("rate", "pitch")]
+    ranges += [("tune.alpha", p["tune"]["alpha"]),
               ("tune.beta", p["tune"]["beta"])]
     for key, (lo, hi) in ranges:
         if lo > hi:
@@ -112,12 +112,19 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if bins[0] != 0 or any(a >= b for a, b in zip(bins, bins[1:])):
         raise ParamsError(f"params.yaml: 'evaluate.duration_bins' is {bins}: edges in seconds must start at 0 "
                           "and increase")
-    s = p["download"]["synth"]
-    pool = len(s["voices"]) * len(s["variants"])
-    held = s["dev_speakers"] + s["test_speakers"]
-    if held >= pool:
-        raise ParamsError(f"params.yaml: 'download.synth.dev_speakers' + 'test_speakers' = {held} leaves no "
-                          f"training speaker out of {pool} voice x variant pairs")
+    for name, s in synths.items():
+        pool = len(s["voices"]) * len(s["variants"])
+        held = s["dev_speakers"] + s["test_speakers"]
+        if held >= pool:
+            raise ParamsError(f"params.yaml: 'datasets.{name}.dev_speakers' + 'test_speakers' = {held} leaves no "
+                              f"training speaker out of {pool} voice x variant pairs")
+        missing = sorted({x for v in s["splits"].values() for x in v} - set(s["utterances"]))
+        if missing:
+            raise ParamsError(f"params.yaml: 'datasets.{name}.splits' names subsets {missing} that "
+                              f"'datasets.{name}.utterances' does not generate ({', '.join(s['utterances'])})")
+    if p["dataset"] not in p["datasets"]:
+        raise ParamsError(f"params.yaml: 'dataset' is {p['dataset']!r}, which 'datasets' does not define "
+                          f"(defined: {', '.join(p['datasets'])})")
     for name, ds in p["datasets"].items():
         subsets = [x for v in ds["splits"].values() for x in v]
         if len(set(subsets)) != len(subsets):

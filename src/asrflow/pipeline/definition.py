@@ -186,13 +186,14 @@ REPORT_FILES = (".md", "_surface.png", "_curve.png", "_duration.png")
 STAGES: list[Stage] = [
     # synth: espeak-ng processes on every core; net: one download at a time per host
     Stage("download", {"out": f"{ARCH}/", "store": "downloads/{dataset}", "metrics": f"{MET}/download.json"},
-          deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets.{dataset}.splits", "download.{dataset}", "features.sample_rate"],
+          deps=[], outs=[f"{ARCH}/"], params=["seed", "datasets.{dataset}", "features.sample_rate"],
           metrics=[f"{MET}/download.json"], compared=("utterances_*", "speakers_*"), all_cores=True, resources={"net": 1}),
     # extraction, then header probes on every core. The model's time geometry (its family's
     # `subsampling`) decides which utterances are too short for their label.
     Stage("manifest", {"archives": f"{ARCH}/", "raw": RAW, "out": f"{MAN}/", "metrics": f"{MET}/manifest.json"},
           deps=[f"{ARCH}/"], outs=[f"{MAN}/"],
-          params=["datasets.{dataset}.splits", "manifest", "download.max_extracted_gb", "features.sample_rate",
+          params=["datasets.{dataset}.source", "datasets.{dataset}.language", "datasets.{dataset}.splits",
+                  "datasets.{dataset}.resample", "manifest", "download.max_extracted_gb", "features.sample_rate",
                   "features.hop_ms", "model.family", "model.{model.family}.subsampling"],
           metrics=[f"{MET}/manifest.json"], all_cores=True,
           compared=("*_hours", "*_utterances", "*_speakers", "*_in_train", "rejected*")),
@@ -204,7 +205,8 @@ STAGES: list[Stage] = [
           compared=("tokens",)),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},
-          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"], params=["datasets.{dataset}.splits", "lm"], metrics=[f"{MET}/lm.json"],
+          deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"],
+          params=["datasets.{dataset}.splits", "datasets.{dataset}.language", "lm"], metrics=[f"{MET}/lm.json"],
           compared=("*perplexity", "dev_oov_rate", "test_oov_rate", "ngrams", "char_ngrams")),
     # torch uses every core on CPU. One node: rendezvous on a free local port; several: the
     # same command on every node with train.nnodes and a reachable train.rdzv_endpoint (host:port)

@@ -342,7 +342,7 @@ LM_CORPORA = ("lm-corpus.txt.gz", "librispeech-lm-norm.txt.gz")
 
 def find_corpus(archive_dir: Path) -> Path | None:
     """The dataset's LM text in the download stage's directory (synth: lm-corpus.txt.gz;
-    LibriSpeech: librispeech-lm-norm.txt.gz, when download.librispeech.lm_corpus is on)."""
+    LibriSpeech: librispeech-lm-norm.txt.gz, when datasets.librispeech.lm_corpus is on)."""
     for name in LM_CORPORA:
         if (archive_dir / name).exists():
             return archive_dir / name
