@@ -34,6 +34,13 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
         ("manifest_speedup_vs_full_decode", "manifest stage (default params) vs decoding every file, same cores"),
         ("manifest_peak_rss_mb_100k", "peak memory (MB) building a 100,000-utterance manifest"),
     ],
+    "sources": [
+        ("aishell_manifest_vs_decode_alone", "manifest stage on an AISHELL-1-layout corpus (16 kHz WAV, Mandarin) "
+                                             "vs decoding each file alone, same cores"),
+        ("cv_manifest_vs_decode_alone", "manifest stage on a Common Voice-layout corpus (48 kHz MP3, resampled "
+                                        "once into pcm16) vs decoding each file alone, same cores"),
+        ("cv_manifest_files_per_s", "Common Voice-layout clips through the manifest stage per second"),
+    ],
     "loader": [
         ("parquet_vs_files_speedup", "decoded audio from the Parquet (pcm16) vs opening each FLAC, cold cache"),
         ("parquet_flac_vs_files_speedup", "the same with the FLAC bytes in the Parquet"),

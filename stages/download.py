@@ -9,6 +9,7 @@ and lists from there.
 
 from pathlib import Path
 
+from asrflow.common.files import write_json
 from asrflow.data.sources import source_of
 from asrflow.pipeline.stagekit import Context, main
 
@@ -22,8 +23,13 @@ def add_args(p):
 def run(ctx: Context) -> dict:
     entry = ctx.params["datasets"][ctx.dataset]
     subsets = [s for v in entry["splits"].values() for s in v]
-    return source_of(entry).fetch(entry, subsets, Path(ctx.args.out), Path(ctx.args.store), seed=ctx.params["seed"],
-                                  sample_rate=ctx.params["features"]["sample_rate"], log=ctx.log)
+    out = Path(ctx.args.out)
+    metrics = source_of(entry).fetch(entry, subsets, out, Path(ctx.args.store), seed=ctx.params["seed"],
+                                     sample_rate=ctx.params["features"]["sample_rate"], log=ctx.log)
+    # the entry the product was made from, beside it: which corpus, read how (the manifest stage's
+    # language and resample included), for whoever holds the archives without this params.yaml
+    write_json(out / "dataset.json", {"dataset": ctx.dataset, **entry})
+    return metrics
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def run(ctx: Context) -> dict:
     a, ev = ctx.args, ctx.params["evaluate"]
     model = f"{a.model}/model.pt"
     best = json.loads(Path(a.tune, "best.json").read_text())
-    tokens, decode = checkpoint_vocab(model), BeamConfig.from_params(ctx.params["decode"])
+    # params' decode block in the mode tune chose it for (lexicon-free for a character language)
+    tokens, decode = checkpoint_vocab(model), BeamConfig.from_params({**ctx.params["decode"], "mode": best["mode"]})
     search = BeamSearch(tokens, a.lm, decode)
     search.set_weights(best["alpha"], best["beta"])
     charlm = None

@@ -19,22 +19,22 @@ def add_args(p):
 
 
 def run(ctx: Context) -> dict:
-    if ctx.params["datasets"][ctx.dataset]["language"] != "en":
-        raise NotImplementedError(f"dataset {ctx.dataset!r} is language 'zh': its manifests, stats and vocabulary are "
-                                  "built, but the Mandarin LM and decoding path (a character KenLM, lexicon-free "
-                                  "search tuned by CER) is not yet; train runs, lm and what follows it do not")
     a, cfg = ctx.args, LMConfig.from_params(ctx.params["lm"])
+    language = ctx.params["datasets"][ctx.dataset]["language"]
+    words = (lambda t: " ".join(t)) if language == "zh" else (lambda t: t)  # zh: the LM's words are characters
     corpus = find_corpus(Path(a.archives))
     if corpus is None and "corpus" in cfg.sources:
         ctx.log(f"no LM corpus in {a.archives}; using the other sources only")
     train = read_manifest(f"{a.manifests}/train.parquet")["text"]
     alphabet = set(read_vocab(a.vocab)) - {BLANK, SPACE}
-    metrics = build_lm(lm_text(cfg, corpus, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg)
+    metrics = build_lm(lm_text(cfg, corpus, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg,
+                       language)
     ctx.lineage.update({k: metrics.pop(k) for k in list(metrics) if k.endswith("_seconds")})  # timings
     out = Path(a.out)
-    lexicon, heard = read_lexicon_words(out / "lexicon.txt"), {w for t in train for w in t.split()}
+    lexicon, heard = read_lexicon_words(out / "lexicon.txt"), {w for t in train for w in words(t).split()}
     for split in ["dev", *eval_splits(ctx.params, ctx.dataset)]:
-        texts = read_manifest(f"{a.manifests}/{split}.parquet")["text"].tolist()
+        raw = read_manifest(f"{a.manifests}/{split}.parquet")["text"].tolist()
+        texts = [words(t) for t in raw]
         metrics.update({f"{split}_{k}": v for k, v in perplexity(out / "lm.bin", texts).items()})
         # words the lexicon cannot spell (what a lexicon decoder must get wrong) and words no
         # training transcript has
@@ -42,7 +42,7 @@ def run(ctx: Context) -> dict:
         metrics[f"{split}_train_oov_rate"] = oov_stats(texts, heard)["oov_rate"]
         if cfg.char_order:
             metrics.update({f"char_{split}_{k}": v
-                            for k, v in perplexity(out / "char.bin", texts, chars=True).items()})
+                            for k, v in perplexity(out / "char.bin", raw, chars=True).items()})
     ctx.log(f"{cfg.order}-gram over {metrics['sentences']} sentences, {metrics['vocabulary']} words kept "
             f"({metrics['unk_tokens']} tokens mapped to <unk>): {metrics['ngrams']} n-grams, "
             f"{cfg.binary_type} binary {metrics['binary_mb']} MB; dev perplexity {metrics['dev_perplexity']} "

@@ -24,8 +24,9 @@ def add_args(p):
 def run(ctx: Context) -> dict:
     a = ctx.args
     best = json.loads(Path(a.tune, "best.json").read_text())
-    # the decoding evaluate uses: params' decode block at the alpha/beta tuned on dev
-    settings = DecoderSettings.from_dict({**ctx.params["decode"], "alpha": best["alpha"], "beta": best["beta"]})
+    # the decoding evaluate uses: params' decode block at the alpha/beta tuned on dev, in tune's mode
+    settings = DecoderSettings.from_dict({**ctx.params["decode"], "alpha": best["alpha"], "beta": best["beta"],
+                                          "mode": best["mode"]})
     pkg = package_model(a.out, f"{a.model}/model.pt", a.lm, settings)
     size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
     name = f"asrflow-{ctx.dataset}"

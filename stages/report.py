@@ -9,6 +9,7 @@ from asrflow.pipeline.config import eval_splits
 from asrflow.pipeline.lineage import HashCache, lineage
 from asrflow.pipeline.definition import REPORT_FILES
 from asrflow.evaluate.report import load_json, read_csv, write_report
+from asrflow.scoring.metrics import headline as headline_metric
 from asrflow.scoring.results import top_errors
 from asrflow.pipeline.stagekit import Context, main
 from asrflow.pipeline.tracking import flatten, previous_runs, safe_params
@@ -49,7 +50,7 @@ def run(ctx: Context) -> dict:
                             read_csv(pdir / "tune_grid.csv"), a.out,
                             by_duration=read_csv(pdir / "wer_by_duration.csv", numeric=False), lineage=lin,
                             products=products, top_errors=errors, params=params, previous=previous,
-                            records=records)
+                            records=records, metric=headline_metric(ctx.params["datasets"][ctx.dataset]["language"]))
     ctx.log(f"lineage: git {lin['git_label']}; " + ", ".join(f"{k} {v[:8]}" for k, v in lin["dvc"].items()))
     # the whole configuration (the next report compares against it) and the lineage
     ctx.tracker.log_params(params)

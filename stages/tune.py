@@ -7,7 +7,7 @@ from asrflow.common.files import write_csv, write_json
 from asrflow.decode.search import alternative_mode, tune
 from asrflow.evaluate.plots import plot_surface
 from asrflow.pipeline.stagekit import Context, main
-from asrflow.scoring.metrics import grid_edges
+from asrflow.scoring.metrics import grid_edges, headline
 
 
 def add_args(p):
@@ -22,13 +22,16 @@ def add_args(p):
 
 def run(ctx: Context) -> dict:
     a, t = ctx.args, ctx.params["tune"]
+    m = headline(ctx.params["datasets"][ctx.dataset]["language"])  # tuned by WER, or CER for Mandarin
     inputs = (f"{a.model}/model.pt", f"{a.manifests}/dev.parquet", a.lm, a.cache, ctx.params)
-    r = tune(*inputs)
-    best, out = r.best, Path(a.out)
+    # a character language decodes lexicon-free with its character LM: with characters as words,
+    # flashlight's lexicon search would end a word on every frame and repeat it
+    r = tune(*inputs, metric=m, mode="lexicon_free" if m == "cer" else None)
+    best, out, M = r.best, Path(a.out), m.upper()
     write_csv(out / "grid.csv", r.grid)
     write_csv(Path(a.plots), r.grid)
-    plot_surface(r.grid, out / "surface.png", f"{ctx.dataset}: dev WER over the alpha/beta grid ({r.cfg.mode})")
-    chosen = {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"]}
+    plot_surface(r.grid, out / "surface.png", f"{ctx.dataset}: dev {M} over the alpha/beta grid ({r.cfg.mode})", m)
+    chosen = {"alpha": best["alpha"], "beta": best["beta"], **ctx.params["decode"], "mode": r.cfg.mode}
     metrics = {"alpha": best["alpha"], "beta": best["beta"], "dev_wer": best["wer"], "dev_cer": best["cer"],
                "greedy_dev_wer": round(r.greedy["wer"], 4), "greedy_dev_cer": round(r.greedy["cer"], 4),
                "points": len(r.grid), "utterances": r.utterances}
@@ -36,20 +39,19 @@ def run(ctx: Context) -> dict:
     ctx.lineage.update({"alpha_count": t["alpha_count"], "beta_count": t["beta_count"], "beam_size": r.cfg.beam_size,
                         "beam_threshold": r.cfg.beam_threshold, "mode": r.cfg.mode, "workers": t["workers"],
                         "grid_seconds": round(r.grid_seconds, 2), "acoustic_seconds": round(r.acoustic_seconds, 2)})
-    ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev WER {best['wer']:.2f}% "
-            f"(greedy {r.greedy['wer']:.2f}%); {t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, "
-            f"{r.grid_seconds:.1f} s")
+    ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev {M} {best[m]:.2f}% (greedy {r.greedy[m]:.2f}%); "
+            f"{t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, {r.grid_seconds:.1f} s")
     for edge in grid_edges(r.grid, best):
         ctx.log(f"warning: the best point sits on the grid's edge ({edge}): widen tune.alpha/tune.beta")
-    other = alternative_mode(ctx.params)
+    other = alternative_mode(ctx.params) if r.cfg.mode == ctx.params["decode"]["mode"] else None
     if other:  # evaluated beside the headline mode: its own alpha/beta on the same grid
-        alt = tune(*inputs, mode=other)
+        alt = tune(*inputs, mode=other, metric=m)
         write_csv(out / f"grid-{other}.csv", alt.grid)
         chosen[other] = {"alpha": alt.best["alpha"], "beta": alt.best["beta"]}
         metrics.update({f"{other}_alpha": alt.best["alpha"], f"{other}_beta": alt.best["beta"],
                         f"{other}_dev_wer": alt.best["wer"], f"{other}_dev_cer": alt.best["cer"]})
         ctx.lineage[f"{other}_grid_seconds"] = round(alt.grid_seconds, 2)
-        ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev WER {alt.best['wer']:.2f}%")
+        ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev {M} {alt.best[m]:.2f}%")
         ctx.tracker.log_artifact(out / f"grid-{other}.csv")
     write_json(out / "best.json", chosen)
     ctx.tracker.log_dataset(f"{a.manifests}/dev.parquet", "dev")

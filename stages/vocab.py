@@ -1,4 +1,7 @@
-"""Stage 'vocab': the character vocabulary of the training transcripts."""
+"""Stage 'vocab': the character vocabulary of the training transcripts, and the characters the
+scored splits need that it lacks (a model cannot emit them: each is an error it cannot avoid)."""
+
+from pathlib import Path
 
 from asrflow.data.manifest import read_manifest
 from asrflow.pipeline.stagekit import Context, main
@@ -18,7 +21,19 @@ def run(ctx: Context) -> dict:
     if dropped:
         ctx.log(f"dropped rare characters (count < min_count): {dropped}")
     ctx.tracker.log_artifact(ctx.args.out)
-    return {"tokens": len(tokens), "dropped_characters": len(dropped)}
+    metrics = {"tokens": len(tokens), "dropped_characters": len(dropped)}
+    for path in sorted(Path(ctx.args.manifests).glob("*.parquet")):
+        if path.stem in ("train", "rejects"):
+            continue
+        text = "".join(read_manifest(path)["text"]).replace(" ", "")
+        missing = sorted(set(text) - set(tokens))
+        share = 100 * sum(text.count(c) for c in missing) / max(len(text), 1)
+        metrics.update({f"{path.stem}_unknown_characters": len(missing),
+                        f"{path.stem}_unknown_char_rate": round(share, 3)})
+        if missing:
+            ctx.log(f"warning: {path.stem} needs {len(missing)} characters the vocabulary lacks ({share:.2f}% of its "
+                    f"characters; the model cannot emit them): {''.join(missing[:40])}")
+    return metrics
 
 
 if __name__ == "__main__":

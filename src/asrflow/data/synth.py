@@ -1,4 +1,6 @@
-"""The embedded default dataset: a LibriSpeech-layout corpus spoken by espeak-ng.
+"""The embedded corpora: LibriSpeech-layout corpora spoken by espeak-ng, English (``synth``)
+or Mandarin (a ``synth`` source with ``language: zh``, shipped as ``synth_zh``: the cmn voice,
+sentences from :mod:`asrflow.data.synth_text_zh`).
 
 Speakers are espeak-ng ``voice+variant`` pairs. Whole speakers are held out for dev and
 test, and sentences are disjoint across train/dev/test/LM text, so the test split
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from asrflow.data.archives import gzip_text, hash_file, pack_tree, write_checksums
-from asrflow.data.synth_text import generate_splits, held_out_words
+from asrflow.data import synth_text, synth_text_zh
+
+TEXT = {"en": synth_text, "zh": synth_text_zh}  # the sentence generator by the dataset's language
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,9 @@ def plan_corpus(cfg: dict[str, Any], seed: int) -> tuple[list[Utterance], list[s
     sizes = {name: int(n) for name, n in cfg["utterances"].items()}
     sizes["lm"] = int(cfg["lm_sentences"])
     # dev and test hold words no training transcript, LM text or lexicon has, as real speech does
-    held = held_out_words(cfg["oov_fraction"], seed)
-    sentences = generate_splits(sizes, seed, held_out=held, oov_splits=("dev", "test"))
+    text = TEXT[cfg["language"]]
+    held = text.held_out_words(cfg["oov_fraction"], seed)
+    sentences = text.generate_splits(sizes, seed, held_out=held, oov_splits=("dev", "test"))
     speakers = assign_speakers(cfg, seed)
     rng = random.Random(seed + 1)
     utts: list[Utterance] = []

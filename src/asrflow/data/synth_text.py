@@ -694,7 +694,8 @@ def held_out_words(fraction: float, seed: int) -> frozenset[str]:
 
 
 def generate_splits(sizes: dict[str, int], seed: int, held_out: frozenset[str] = frozenset(),
-                    oov_splits: Iterable[str] = ()) -> dict[str, list[str]]:
+                    oov_splits: Iterable[str] = (), generator: Callable[[int], Any] | None = None
+                    ) -> dict[str, list[str]]:
     """Generate disjoint lists of unique sentences.
 
     ``sizes`` maps split names to counts, e.g. ``{"train": 2000, "dev": 200,
@@ -702,7 +703,9 @@ def generate_splits(sizes: dict[str, int], seed: int, held_out: frozenset[str] =
     order; each value is a list of exactly that many sentences, in generation
     order, no sentence repeated within or across lists.  The splits are filled
     in key order from one ``SentenceGenerator(seed)`` stream, so the result is
-    fully determined by ``(sizes, seed)``. A sentence with a ``held_out`` word goes only
+    fully determined by ``(sizes, seed)``. ``generator(seed)`` makes the sentence stream
+    (this module's :class:`SentenceGenerator` by default; the Mandarin one shares the rest). A
+    sentence with a ``held_out`` word goes only
     to the ``oov_splits`` (whose sentences are drawn freely, so held-out words occur there at
     their natural rate); the other splits never contain one.
 
@@ -716,7 +719,7 @@ def generate_splits(sizes: dict[str, int], seed: int, held_out: frozenset[str] =
     total = sum(sizes.values())
     max_attempts = 50 * total + 1000
     oov_splits = set(oov_splits)
-    gen = SentenceGenerator(seed)
+    gen = (generator or SentenceGenerator)(seed)
     seen: set[str] = set()
     out: dict[str, list[str]] = {}
     attempts = 0

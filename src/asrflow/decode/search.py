@@ -108,8 +108,9 @@ class TuneResult:
 
 
 def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cache_dir: str | Path,
-         params: dict[str, Any], mode: str | None = None) -> TuneResult:
-    """Search params.yaml's ``tune`` grid for the alpha/beta with the lowest dev WER.
+         params: dict[str, Any], mode: str | None = None, metric: str = "wer") -> TuneResult:
+    """Search params.yaml's ``tune`` grid for the alpha/beta with the lowest dev ``metric``
+    (WER, or CER for a character language).
 
     The acoustic model runs once over the first ``tune.max_utterances`` dev utterances (the
     log-probs are cached in ``cache_dir``); the grid is decoded with :func:`search_config`'s
@@ -127,4 +128,4 @@ def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cac
         cfg = dataclasses.replace(cfg, mode=mode)
     t0 = time.perf_counter()
     grid = run_grid(grid_from_params(t), logprobs, refs, tokens, lm_dir, cfg, t["workers"])
-    return TuneResult(grid, best_point(grid), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds)
+    return TuneResult(grid, best_point(grid, metric), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds)

@@ -23,19 +23,20 @@ def _save(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -
     plt.close(fig)
 
 
-def plot_surface(grid: list[dict[str, float]], path: Path, title: str) -> None:
+def plot_surface(grid: list[dict[str, float]], path: Path, title: str, metric: str = "wer") -> None:
+    """The grid's dev ``metric`` (wer or cer) over alpha and beta, the best point starred."""
     alphas = sorted({r["alpha"] for r in grid})
     betas = sorted({r["beta"] for r in grid})
-    wer = {(r["alpha"], r["beta"]): r["wer"] for r in grid}
-    z = [[wer[(a, b)] for a in alphas] for b in betas]
+    rate = {(r["alpha"], r["beta"]): r[metric] for r in grid}
+    z = [[rate[(a, b)] for a in alphas] for b in betas]
     fig, ax = plt.subplots(figsize=(6, 4))
     if len(alphas) > 1 and len(betas) > 1:
         cs = ax.contourf(alphas, betas, z, levels=20, cmap="viridis")
-        fig.colorbar(cs, label="dev WER %")
+        fig.colorbar(cs, label=f"dev {metric.upper()} %")
     else:
         ax.plot(alphas if len(alphas) > 1 else betas, [v for row in z for v in row], marker="o")
-    best = best_point(grid)
-    ax.plot(best["alpha"], best["beta"], "r*", markersize=14, label=f"best {best['wer']:.2f}%")
+    best = best_point(grid, metric)
+    ax.plot(best["alpha"], best["beta"], "r*", markersize=14, label=f"best {best[metric]:.2f}%")
     ax.legend(loc="upper right")
     _save(fig, ax, path, title, "alpha (LM weight)", "beta (word insertion)")
 

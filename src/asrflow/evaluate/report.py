@@ -93,12 +93,12 @@ def _rtf(ev: dict[str, Any], device: str, tu: dict[str, Any]) -> list[str]:
 
 
 def _comparison(ev: dict[str, Any], params: dict[str, str], lin: dict[str, Any],
-                previous: list[dict[str, Any]]) -> list[str]:
+                previous: list[dict[str, Any]], m: str) -> list[str]:
     lines = ["## Compared with previous runs", ""]
     if not previous:
         return lines + ["No earlier report of this dataset in MLflow: this is the first.", ""]
-    split = ev["splits"][0]
-    key = f"{split}_beam_wer"
+    split, M = ev["splits"][0], m.upper()
+    key = f"{split}_beam_{m}"
     scored = [r for r in previous if key in r["metrics"]]
     picks: dict[str, dict[str, Any]] = {}
     if previous:
@@ -109,13 +109,13 @@ def _comparison(ev: dict[str, Any], params: dict[str, str], lin: dict[str, Any],
         if best is previous[0]:
             picks.pop("last")
     lines += [f"From MLflow: {len(previous)} earlier report(s) of this dataset; the last one and the best by "
-              f"{split} beam+LM WER. The last column lists params.yaml values that differ from this run.", "",
-              f"| run | date (UTC) | git commit | {split} greedy WER | {split} beam+LM WER | change | params that differ |",
+              f"{split} beam+LM {M}. The last column lists params.yaml values that differ from this run.", "",
+              f"| run | date (UTC) | git commit | {split} greedy {M} | {split} beam+LM {M} | change | params that differ |",
               "|---|---|---|---:|---:|---:|---|"]
-    this = ev[split]["beam_wer"]
-    lines.append(f"| this run | — | {_code(lin['git_label'])} | {_fmt(ev[split]['greedy_wer'])} | {_fmt(this)} | — | — |")
+    this = ev[split][f"beam_{m}"]
+    lines.append(f"| this run | — | {_code(lin['git_label'])} | {_fmt(ev[split][f'greedy_{m}'])} | {_fmt(this)} | — | — |")
     for label, r in picks.items():
-        m, before = r["metrics"], r["params"]
+        got, before = r["metrics"], r["params"]
         # keys that run recorded (a key params.yaml gained since then is not a change of value)
         diff = [f"`{k}`: {before[k]} → {params.get(k, '—')}" for k in sorted(before) if params.get(k) != before[k]]
         if len(before) < MIN_RECORDED_PARAMS:
@@ -123,10 +123,10 @@ def _comparison(ev: dict[str, Any], params: dict[str, str], lin: dict[str, Any],
         else:
             shown = "; ".join(diff[:6]) + (f"; … {len(diff) - 6} more" if len(diff) > 6 else "") if diff else "none"
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["start_time"] / 1000))
-        change = f"{this - m[key]:+.2f}" if key in m else "—"
+        change = f"{this - got[key]:+.2f}" if key in got else "—"
         lines.append(f"| {label} `{r['run_id'][:8]}` | {when} | {_code(r['commit_label'])} | "
-                     f"{_fmt(m.get(f'{split}_greedy_wer'))} | {_fmt(m.get(key))} | {change} | {shown} |")
-    return lines + ["", "The change column is this run's WER minus that run's (negative = better).", ""]
+                     f"{_fmt(got.get(f'{split}_greedy_{m}'))} | {_fmt(got.get(key))} | {change} | {shown} |")
+    return lines + ["", f"The change column is this run's {M} minus that run's (negative = better).", ""]
 
 
 def _duration(rows: list[dict[str, str]], png: str) -> list[str]:
@@ -200,19 +200,22 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
                  grid: list[dict[str, float]], out_md: str | Path, *, by_duration: list[dict[str, str]],
                  lineage: dict[str, Any], products: dict[str, str], top_errors: dict[str, list[tuple[str, int]]],
                  params: dict[str, str], previous: list[dict[str, Any]],
-                 records: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                 records: dict[str, dict[str, Any]] | None = None, metric: str = "wer") -> dict[str, Any]:
     """Write the markdown report and its PNGs (``<stem>_surface.png``, ``_curve.png``, ``_duration.png``).
 
     ``metrics`` maps stage name to that stage's metrics JSON (its figures) and ``records`` to
     its lineage record (MLflow run id, timings, names, paths); ``lineage`` is
     :func:`asrflow.pipeline.lineage.lineage` over ``products`` (name -> path); ``previous`` are the
-    dataset's earlier report runs from MLflow, newest first. Returns the headline figures.
+    dataset's earlier report runs from MLflow, newest first; ``metric`` is the dataset's
+    headline error rate (``cer`` for Mandarin: :func:`asrflow.scoring.metrics.headline`), the
+    one tuning chose by and runs are compared on. Returns the headline figures.
     """
+    M = metric.upper()
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     stem = out_md.stem
     surface, curve_png, dur_png = (out_md.with_name(f"{stem}_{k}.png") for k in ("surface", "curve", "duration"))
-    plot_surface(grid, surface, f"{dataset}: dev WER over the alpha/beta grid")
+    plot_surface(grid, surface, f"{dataset}: dev {M} over the alpha/beta grid", metric)
     plot_curve(curve, curve_png, f"{dataset}: learning curve")
     plot_duration(by_duration, dur_png, f"{dataset}: test WER by utterance duration")
     records = records or {}
@@ -222,15 +225,17 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
                for k in ("manifest", "lm", "train", "tune", "evaluate", "register")}
     lines = [f"# asrflow benchmark report: `{dataset}`", "",
              "Word and character error rates (%) per test split, greedy CTC decoding and beam search "
-             f"with the {lm.get('order', '?')}-gram KenLM at the alpha/beta tuned on dev; S / D / I are the word "
-             "substitutions, deletions and insertions. The last columns are the row's lineage (details below).", "",
+             f"with the {lm.get('order', '?')}-gram KenLM at the alpha/beta tuned on dev by {M}; S / D / I are the "
+             "word substitutions, deletions and insertions. The last columns are the row's lineage (details below)."
+             + (" The headline is CER: the transcripts are characters without word boundaries, so WER counts "
+                "whole sentences." if metric == "cer" else ""), "",
              *_results(ev, lineage), "", *_oov(ev, lm), *_lineage(lineage, run_ids, products),
-             *_comparison(ev, params, lineage, previous), *_rtf(ev, tr.get("device", "?"), tu)]
+             *_comparison(ev, params, lineage, previous, metric), *_rtf(ev, tr.get("device", "?"), tu)]
     grid_shape = f"{tu.get('alpha_count', '?')} x {tu.get('beta_count', '?')} = {tu['points']} points"
     lines += ["## Decoder and language model", "",
               f"- tuned on dev ({tu['utterances']} utterances, alpha x beta grid {grid_shape}): "
               f"alpha = {tu['alpha']}, beta = {tu['beta']} "
-              f"(dev WER {_fmt(tu['dev_wer'])}%, greedy dev WER {_fmt(tu['greedy_dev_wer'])}%)",
+              f"(dev {M} {_fmt(tu[f'dev_{metric}'])}%, greedy dev {M} {_fmt(tu[f'greedy_dev_{metric}'])}%)",
               f"- {tu.get('mode', 'lexicon')} beam search, beam size {tu['beam_size']}; lexicon of "
               f"{lm.get('vocabulary', '?')} words",
               f"- {lm.get('order', '?')}-gram KenLM: {lm.get('ngrams', '?')} n-grams from {lm.get('sentences', '?')} "

@@ -202,7 +202,7 @@ STAGES: list[Stage] = [
           compared=("utterances", "frames")),
     Stage("vocab", {"manifests": f"{MAN}/", "out": VOCAB, "metrics": f"{MET}/vocab.json"},
           deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"],
-          compared=("tokens",)),
+          compared=("tokens", "*_unknown_char_rate")),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},
           deps=[f"{ARCH}/", f"{MAN}/", VOCAB], outs=[f"{LM}/"],
@@ -222,7 +222,8 @@ STAGES: list[Stage] = [
     # one decoder process per core
     Stage("tune", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "cache": CACHE, "out": f"{TUNE}/",
                    "metrics": f"{MET}/tune.json", "plots": f"{PLOTS}/tune_grid.csv"},
-          deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"], params=["decode", "tune", "lm.char_order"],
+          deps=[f"{MAN}/", f"{MODEL}/", f"{LM}/"], outs=[f"{TUNE}/"],
+          params=["datasets.{dataset}.language", "decode", "tune", "lm.char_order"],
           metrics=[f"{MET}/tune.json"], plots=[f"{PLOTS}/tune_grid.csv"], all_cores=True,
           compared=("alpha", "beta", "dev_wer", "dev_cer")),
     Stage("evaluate", {"manifests": f"{MAN}/", "model": f"{MODEL}/", "lm": f"{LM}/", "tune": f"{TUNE}/",
@@ -251,7 +252,7 @@ STAGES: list[Stage] = [
                 f"{PLOTS}/tune_grid.csv", f"{PLOTS}/wer_by_duration.csv", f"{EVAL}/", f"{MAN}/", VOCAB, f"{LM}/",
                 f"{MODEL}/"],
           outs=[f"reports/{{dataset}}_wer{suffix}" for suffix in REPORT_FILES],
-          params=["datasets.{dataset}.splits", "evaluate.top_errors"]),
+          params=["datasets.{dataset}.splits", "datasets.{dataset}.language", "evaluate.top_errors"]),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 

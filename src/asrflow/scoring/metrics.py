@@ -170,10 +170,21 @@ def char_errors(ref: str, hyp: str) -> ErrorCounts:
     return align_counts(" ".join(ref.split()), " ".join(hyp.split()))
 
 
-def best_point(rows: Sequence[dict[str, float]]) -> dict[str, float]:
-    """The best row of an alpha/beta grid: lowest WER, ties broken by CER, then smaller
-    alpha, then smaller beta (deterministic)."""
-    return min(rows, key=lambda r: (r["wer"], r["cer"], r["alpha"], r["beta"]))
+HEADLINE = {"en": "wer", "zh": "cer"}  # the error rate a language is tuned and reported by (both are computed)
+
+
+def headline(language: str) -> str:
+    """``wer`` for a language written with spaces between words, ``cer`` for Mandarin, whose
+    transcripts are characters without word boundaries (its WER is over space-separated
+    tokens, so it counts whole sentences)."""
+    return HEADLINE[language]
+
+
+def best_point(rows: Sequence[dict[str, float]], metric: str = "wer") -> dict[str, float]:
+    """The best row of an alpha/beta grid: lowest ``metric`` (WER or CER), ties broken by the
+    other, then smaller alpha, then smaller beta (deterministic)."""
+    other = "cer" if metric == "wer" else "wer"
+    return min(rows, key=lambda r: (r[metric], r[other], r["alpha"], r["beta"]))
 
 
 def corpus_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:

@@ -9,6 +9,12 @@ Outputs of :func:`build_lm` in the LM directory:
   (flashlight format) for lexicon-constrained beam search;
 - ``char.arpa``, ``char.bin`` when ``char_order`` > 0: a character n-gram over the
   acoustic model's tokens (``|`` between words) for lexicon-free beam search.
+
+A character language (``zh``) has no word boundaries to learn: its "words" are its
+characters. The LM text is normalised as its transcripts are (:func:`asrflow.text.normalize.
+normalize_zh`), each character is an LM token, the n-gram's order is ``char_order``, the
+lexicon spells each character as itself with no separator after it, and the character LM is
+that same model, which is what a zh dataset decodes with (lexicon-free: the tune stage).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from asrflow.text.normalize import normalize_zh
 from asrflow.text.vocab import SPACE, normalize
 
 # Stand-in for words outside the top-K while lmplz counts (lmplz refuses a literal <unk>
@@ -80,9 +87,14 @@ class TextStats:
     counts: Counter = field(default_factory=Counter)
 
 
-def normalize_line(line: str, alphabet: set[str]) -> tuple[str, int]:
+def normalize_line(line: str, alphabet: set[str], language: str = "en") -> tuple[str, int]:
     """The seeds' normalisation: lower case, characters outside ``alphabet`` removed,
-    whitespace collapsed. Returns the text and how many characters were removed."""
+    whitespace collapsed. Returns the text and how many characters were removed. For ``zh``
+    the transcripts' rule, then the characters as space-separated LM tokens."""
+    if language == "zh":
+        t = normalize_zh(line)
+        kept = [c for c in t if c in alphabet]
+        return " ".join(kept), len(t) - len(kept)
     t = normalize(line)
     if all(c in alphabet or c == " " for c in t):
         return t, 0
@@ -90,12 +102,12 @@ def normalize_line(line: str, alphabet: set[str]) -> tuple[str, int]:
     return normalize(kept), len(t) - len(kept)
 
 
-def write_normalized(lines: Iterable[str], alphabet: set[str], out: IO[str]) -> TextStats:
+def write_normalized(lines: Iterable[str], alphabet: set[str], out: IO[str], language: str = "en") -> TextStats:
     """Normalise ``lines`` into ``out`` (one sentence per line, empty ones dropped), counting words."""
     st = TextStats()
     for line in lines:
         st.lines_in += 1
-        t, removed = normalize_line(line, alphabet)
+        t, removed = normalize_line(line, alphabet, language)
         if removed:
             st.chars_removed += removed
             st.lines_changed += 1
@@ -245,12 +257,18 @@ def _build_one(text: Path, out_dir: Path, name: str, order: int, cfg: LMConfig) 
             "lmplz_seconds": round(t1 - t0, 2), "build_binary_seconds": round(time.perf_counter() - t1, 2)}
 
 
-def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg: LMConfig) -> dict[str, Any]:
+def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg: LMConfig,
+             language: str = "en") -> dict[str, Any]:
     """Normalise ``lines`` and build the word LM (and the character LM if ``cfg.char_order``).
 
     Returns metrics: text statistics, vocabulary kept and words mapped to <unk>, n-gram
-    counts, sizes on disk and timings, the character LM's under ``char_``.
+    counts, sizes on disk and timings, the character LM's under ``char_``. For ``zh`` the
+    words are characters (see the module's docstring).
     """
+    chars_are_words = language == "zh"
+    if chars_are_words and not cfg.char_order:
+        raise LMError("params.yaml: 'lm.char_order' is 0, but a zh dataset's n-gram is over characters: set it "
+                      "(e.g. 6)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.tmp_dir and not Path(cfg.tmp_dir).is_dir():
@@ -258,7 +276,7 @@ def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg:
     with tempfile.TemporaryDirectory(prefix="asrflow-lm-", dir=cfg.tmp_dir) as tmp:
         text = Path(tmp) / "text.txt"
         with open(text, "w", encoding="utf-8") as f:
-            st = write_normalized(lines, alphabet, f)
+            st = write_normalized(lines, alphabet, f, language)
         if not st.sentences:
             raise LMError(f"no LM text left after normalisation ({st.lines_in} lines read, "
                           f"{st.chars_removed} characters outside the vocabulary removed)")
@@ -272,22 +290,29 @@ def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg:
             "lines": st.lines_in, "sentences": st.sentences, "words": st.words, "distinct_words": len(st.counts),
             "vocabulary": len(keep), "unk_tokens": unk_tokens, "chars_removed": st.chars_removed,
             "lines_changed": st.lines_changed}
-        metrics.update(_build_one(text, out_dir, "lm", cfg.order, cfg))
-        if cfg.char_order:
+        metrics.update(_build_one(text, out_dir, "lm", cfg.char_order if chars_are_words else cfg.order, cfg))
+        if chars_are_words:  # the character LM is the same model
+            for ext in ("arpa", "bin"):
+                shutil.copyfile(out_dir / f"lm.{ext}", out_dir / f"char.{ext}")
+            metrics.update({f"char_{k}": v for k, v in metrics.items() if k in ("order", "ngrams", "arpa_mb",
+                                                                                 "binary_mb")})
+        elif cfg.char_order:
             chars = Path(tmp) / "chars.txt"
             with open(Path(tmp) / "text.txt", encoding="utf-8") as fi, open(chars, "w", encoding="utf-8") as fo:
                 for line in fi:
                     fo.write(char_sentence(line.rstrip("\n")) + "\n")
             metrics.update({f"char_{k}": v for k, v in _build_one(chars, out_dir, "char", cfg.char_order, cfg).items()})
-    write_lexicon(sorted(keep), out_dir / "lexicon.txt")
+    write_lexicon(sorted(keep), out_dir / "lexicon.txt", separator=not chars_are_words)
     return metrics
 
 
-def write_lexicon(words: Iterable[str], path: Path) -> None:
-    """flashlight lexicon: ``word<TAB>c h a r s |`` per line."""
+def write_lexicon(words: Iterable[str], path: Path, separator: bool = True) -> None:
+    """flashlight lexicon: ``word<TAB>c h a r s |`` per line (without the ``|`` when words are
+    not separated, as characters of a character language are not)."""
+    end = f" {SPACE}" if separator else ""
     with open(path, "w", encoding="utf-8") as f:
         for w in words:
-            f.write(f"{w}\t{' '.join(w)} {SPACE}\n")
+            f.write(f"{w}\t{' '.join(w)}{end}\n")
 
 
 def perplexity(model_path: str | Path, sentences: Iterable[str], chars: bool = False) -> dict[str, float]:
