@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -581,7 +582,9 @@ def test_a_params_edit_makes_exactly_the_stages_reading_it_stale(smk_repo):
     try:
         for key, value, stale, planned in PARAM_EDITS:
             edit_params(smk_repo, _set(key, value))
-            seen = (stale_in_dvc(smk_repo), planned_jobs(smk_repo))
+            with ThreadPoolExecutor(2) as pool:  # both only read the repository: asked at once, one per core
+                dvc, smk = pool.submit(stale_in_dvc, smk_repo), pool.submit(planned_jobs, smk_repo)
+                seen = (dvc.result(), smk.result())
             if seen != (stale, planned):
                 wrong.append(f"{key}: DVC {sorted(seen[0])} (expected {sorted(stale)}), "
                              f"Snakemake {sorted(seen[1])} (expected {sorted(planned)})")
