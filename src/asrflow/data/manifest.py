@@ -206,6 +206,7 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
     workers = cfg.workers or os.cpu_count() or 1
     files = list(dict.fromkeys(u.audio for u, _ in candidates))  # segments share their file's probe
     probes = dict(zip(files, probe_all(files, workers, f"probe {split}")))
+    pcm16 = cfg.audio_bytes and cfg.audio_codec == "pcm16"  # the only form that stores converted samples
     good = []
     for u, text in candidates:
         frames, sr, ch, reason, detail = probes[u.audio]
@@ -213,7 +214,6 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
         whole = frames / sr if sr else 0.0
         dur = u.duration if u.duration is not None else whole - u.offset
         clipped = u.offset > 0 or u.duration is not None
-        pcm16 = cfg.audio_bytes and cfg.audio_codec == "pcm16"
         samples = int(round(dur * cfg.sample_rate))
         if reason:
             rejects.append({**reject, "reason": reason, "detail": detail})

@@ -64,7 +64,6 @@ class Source:
     name: str
     module: Callable[[], Any]  # imports the source's module when first used
     summary: str
-    local: bool  # reads a corpus the user has (datasets.<name>.path) rather than downloading one
 
     def _mod(self):
         return self.module()
@@ -111,13 +110,13 @@ def _local():
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in [
-    Source("synth", _embedded, "the embedded English corpus, spoken by espeak-ng", local=False),
-    Source("librispeech", _librispeech, "LibriSpeech from OpenSLR mirrors (resource 12)", local=False),
-    Source("aishell", _aishell, "AISHELL-1 from OpenSLR mirrors (resource 33), Mandarin", local=False),
-    Source("common_voice", _common_voice, "a Common Voice release (archive or folder) you have", local=True),
-    Source("kaldi", _local, "a Kaldi data directory per subset: wav.scp, text, utt2spk, segments", local=True),
-    Source("nemo", _local, "NeMo JSON-lines manifests: audio_filepath, duration, text, offset", local=True),
-    Source("folder", _local, "a folder of audio plus <subset>.tsv/.csv of path and text", local=True),
+    Source("synth", _embedded, "the embedded corpora spoken by espeak-ng (English; Mandarin with language: zh)"),
+    Source("librispeech", _librispeech, "LibriSpeech from OpenSLR mirrors (resource 12)"),
+    Source("aishell", _aishell, "AISHELL-1 from OpenSLR mirrors (resource 33), Mandarin"),
+    Source("common_voice", _common_voice, "a Common Voice release (archive or folder) you have"),
+    Source("kaldi", _local, "a Kaldi data directory per subset: wav.scp, text, utt2spk, segments"),
+    Source("nemo", _local, "NeMo JSON-lines manifests: audio_filepath, duration, text, offset"),
+    Source("folder", _local, "a folder of audio plus <subset>.tsv/.csv of path and text"),
 ]}
 
 

@@ -75,13 +75,13 @@ def fingerprint(root: Path, lists: list[Path]) -> dict[str, Any]:
     return {"sha256": h.hexdigest(), "files": files, "bytes": size}
 
 
-def record(entry: dict[str, Any], subsets: list[str], out_dir: Path, lists: list[Path], **extra: Any) -> dict[str, Any]:
+def record(entry: dict[str, Any], subsets: list[str], out_dir: Path, lists: list[Path]) -> dict[str, Any]:
     """Write ``out_dir/source.json`` for a corpus read in place; the download stage's metrics."""
     root = Path(entry["path"]).expanduser().resolve()
     fp = fingerprint(root, lists)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"source": entry["source"], "path": str(root), "subsets": subsets, "fingerprint": fp["sha256"],
-            **{k: v for k, v in entry.items() if k in ("allow_pipes",)}, **extra}
+            **{k: v for k, v in entry.items() if k in ("allow_pipes",)}}
     write_text(out_dir / SOURCE_JSON, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return {"files": fp["files"], "gigabytes": round(fp["bytes"] / 1e9, 3)}
 
