@@ -71,10 +71,10 @@ def open_source(archive_dir: Path, raw_dir: Path, max_gb: float, log: Callable[[
     done = extract_archives(archive_dir, raw_dir, log=log, max_gb=max_gb, depth=1, layout=Layout(((),)))
     # the release's language folder: the one holding the first subset's TSV
     first = info["subsets"][0]
-    found = sorted(p.parent for p in raw_dir.glob(f"*/*/{first}.tsv")) + sorted(raw_dir.glob(f"*/{first}.tsv"))
+    found = sorted(raw_dir.glob(f"*/*/{first}.tsv")) + sorted(raw_dir.glob(f"*/{first}.tsv"))
     if not found:
         raise FileNotFoundError(f"{archive_dir / info['archive']}: no {first}.tsv in the extracted release")
-    return (found[0] if found[0].is_dir() else found[0].parent), sum(done.values())
+    return found[0].parent, sum(done.values())
 
 
 def list_split(root: Path, split: str, subsets: list[str]) -> Listing:
