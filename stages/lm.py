@@ -6,7 +6,7 @@ from pathlib import Path
 from asrflow.data.manifest import read_manifest
 from asrflow.pipeline.config import eval_splits
 from asrflow.pipeline.stagekit import Context, main
-from asrflow.text.lm import LMConfig, build_lm, find_corpus, lm_text, oov_stats, perplexity, read_lexicon_words
+from asrflow.text.lm import LMConfig, build_lm, find_corpora, lm_text, oov_stats, perplexity, read_lexicon_words
 from asrflow.text.vocab import BLANK, SPACE, read_vocab
 
 
@@ -22,12 +22,12 @@ def run(ctx: Context) -> dict:
     a, cfg = ctx.args, LMConfig.from_params(ctx.params["lm"])
     language = ctx.params["datasets"][ctx.dataset]["language"]
     words = (lambda t: " ".join(t)) if language == "zh" else (lambda t: t)  # zh: the LM's words are characters
-    corpus = find_corpus(Path(a.archives))
-    if corpus is None and "corpus" in cfg.sources:
+    corpora = find_corpora(Path(a.archives))
+    if not corpora and "corpus" in cfg.sources:
         ctx.log(f"no LM corpus in {a.archives}; using the other sources only")
     train = read_manifest(f"{a.manifests}/train.parquet")["text"]
     alphabet = set(read_vocab(a.vocab)) - {BLANK, SPACE}
-    metrics = build_lm(lm_text(cfg, corpus, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg,
+    metrics = build_lm(lm_text(cfg, corpora, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg,
                        language)
     ctx.lineage.update({k: metrics.pop(k) for k in list(metrics) if k.endswith("_seconds")})  # timings
     out = Path(a.out)

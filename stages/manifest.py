@@ -24,6 +24,8 @@ def run(ctx: Context) -> dict:
     metrics = write_manifests(ctx.args.raw, dataset_splits(ctx.params, ctx.dataset), ctx.args.out, cfg,
                               source.lister(opened))
     metrics["archives_extracted"] = extracted
+    if source.name == "combine":  # which corpus each row came from, at what training weight
+        ctx.lineage["parts"] = source.module().summary(opened, Path(ctx.args.out))
     ctx.tracker.log_artifact(f"{ctx.args.out}/rejects.parquet")
     if metrics["rejected"]:
         reasons = ", ".join(f"{k[len('rejected_'):]}: {v}" for k, v in metrics.items() if k.startswith("rejected_"))

@@ -49,8 +49,9 @@ def write_speech(path: Path, text: str, rate: int = 16000, fmt: str | None = Non
     return path
 
 
-def run_stages(tmp_path: Path, name: str, entry: dict, expect_ok: bool = True):
-    """download then manifest for dataset ``name`` (``entry`` added to the tiny params)."""
+def run_stages(tmp_path: Path, name: str, entry: dict, expect_ok: bool = True, lineage: bool = False):
+    """download then manifest for dataset ``name`` (``entry`` added to the tiny params);
+    ``lineage``: each stage also writes ``<stage>-lineage.json``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     p = tiny_params()
     p["datasets"][name] = entry
@@ -64,6 +65,8 @@ def run_stages(tmp_path: Path, name: str, entry: dict, expect_ok: bool = True):
                         ("manifest", ["--archives", str(arch), "--raw", str(tmp_path / "raw"),
                                       "--out", str(tmp_path / "manifests"), "--metrics", str(tmp_path / "manifest.json")])):
         cmd = [base[0], str(REPO / f"stages/{stage}.py"), *base[1:], *args]
+        if lineage:
+            cmd += ["--lineage-file", str(tmp_path / f"{stage}-lineage.json")]
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
         if proc.returncode != 0:
             assert not expect_ok, f"{stage}: {proc.stderr[-3000:]}"
@@ -312,6 +315,58 @@ def test_aishell_speaker_archive_writing_another_speaker_is_refused(tmp_path, mi
     assert "S0002.tar.gz" in proc.stderr and "train/S0001/planted.wav" in proc.stderr, proc.stderr[-2000:]
     assert "{train,dev,test}/S0002/" in proc.stderr
     assert not (tmp_path / "raw" / "data_aishell" / "wav" / "train" / "S0001" / "planted.wav").exists()
+
+
+def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(tmp_path):
+    """A folder corpus (train, dev, test) and a NeMo corpus (train only) as one dataset: ids,
+    speakers and subsets carry their part's name, bad rows stay rejects of their part, the
+    NeMo part's weight 2.5 reaches the train manifest (dev/test stay unweighted) and training's
+    epoch (each of its utterances 2 or 3 times), and the lineage records the parts."""
+    from asrflow.train.batches import weighted_rows
+    folder = tmp_path / "folder"
+    for i, (split, text) in enumerate(zip(["train", "train", "dev", "test"], ENGLISH)):
+        write_speech(folder / f"{split}{i}.wav", text)
+        with open(folder / f"{split}.tsv", "a") as f:
+            f.write(f"{split}{i}.wav\t{text}\tspk{i}\n")
+    with open(folder / "train.tsv", "a") as f:
+        f.write("missing.wav\tgone\n")
+    nemo = tmp_path / "nemo"
+    lines = [json.dumps({"audio_filepath": str(write_speech(nemo / f"n{i}.wav", text)), "text": text,
+                         "duration": 1.0}) for i, text in enumerate(ENGLISH[4:])]
+    (nemo / "train.json").write_text("\n".join(lines) + "\n")
+    parts = {"tsv": {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": str(folder)},
+             "extra": {"source": "nemo", "language": "en", "resample": False, "splits": {"train": ["train"]},
+                       "path": str(nemo)}}
+    entry = {"source": "combine", "language": "en", "resample": False, "parts": parts, "weights": {"extra": 2.5},
+             "splits": {"train": ["tsv", "extra"], "dev": ["tsv"], "test": ["tsv"]}}
+    metrics, rejects, man = run_stages(tmp_path / "run", "mix", entry, lineage=True)
+    train = man["train"]
+    assert sorted(train["utt_id"]) == ["extra-n0", "extra-n1", "tsv-train0", "tsv-train1"]
+    assert set(train["subset"]) == {"tsv/train", "extra/train"} and set(man["dev"]["subset"]) == {"tsv/dev"}
+    assert set(train["speaker_id"]) == {"tsv-spk0", "tsv-spk1", ""}  # NeMo names no speaker: it stays unnamed
+    assert dict(zip(train["utt_id"], train["weight"])) == {"extra-n0": 2.5, "extra-n1": 2.5, "tsv-train0": 1.0,
+                                                           "tsv-train1": 1.0}
+    assert set(man["dev"]["weight"]) == set(man["test"]["weight"]) == {1.0}
+    assert [(r.utt_id, r.subset, r.reason) for r in rejects.itertuples()] == [("tsv-missing", "tsv/train",
+                                                                              "missing_audio")]
+    seen, copies = weighted_rows(train, seed=7)
+    times = seen["utt_id"].value_counts().to_dict()
+    assert times["tsv-train0"] == times["tsv-train1"] == 1 and {times["extra-n0"], times["extra-n1"]} <= {2, 3}
+    assert sorted(copies) == sorted(c for n in times.values() for c in range(n))
+    assert weighted_rows(train, seed=7)[1] == copies  # seeded: the same epoch every run
+    lineage = json.loads((tmp_path / "run" / "manifest-lineage.json").read_text())["parts"]
+    assert lineage == {"tsv": {"source": "folder", "weight": 1, "train_utterances": 2, "dev_utterances": 1,
+                               "test_utterances": 1},
+                       "extra": {"source": "nemo", "weight": 2.5, "train_utterances": 2}}, lineage
+    # a split naming a part that lacks it, and a part speaking another language, are refused
+    from asrflow.pipeline.config import ParamsError, validate_params
+    p = tiny_params()
+    p["datasets"]["mix"] = {**entry, "splits": {"train": ["tsv"], "dev": ["extra"], "test": ["tsv"]}}
+    with pytest.raises(ParamsError, match="'datasets.mix.splits.dev' draws on part 'extra', whose splits have no"):
+        validate_params(p)
+    p["datasets"]["mix"] = {**entry, "parts": {**parts, "extra": {**parts["extra"], "language": "zh"}}}
+    with pytest.raises(ParamsError, match="'datasets.mix.parts.extra.language' is 'zh' but 'datasets.mix.language'"):
+        validate_params(p)
 
 
 def test_a_dataset_entry_names_its_missing_or_unknown_keys():

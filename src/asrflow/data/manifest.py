@@ -42,7 +42,7 @@ from asrflow.data.sources.librispeech import list_split as list_librispeech
 from asrflow.features.geometry import conv_output_length, ctc_min_frames
 from asrflow.text.normalize import text_rule
 
-COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset", "offset"]
+COLUMNS = ["audio_filepath", "duration", "text", "utt_id", "speaker_id", "chapter_id", "subset", "offset", "weight"]
 CLIP = "_clip"  # (offset s, duration s) of a row whose samples are cut from its file or resampled; else None
 AUDIO = "audio"
 CODEC_KEY = b"asrflow.audio_codec"  # Parquet schema metadata: how the audio column is encoded
@@ -242,7 +242,7 @@ def build_split(raw_dir: Path, split: str, subsets: list[str], cfg: ManifestConf
         else:
             good.append({"audio_filepath": u.audio, "duration": round(dur, 6), "text": text, "utt_id": u.utt_id,
                          "speaker_id": u.speaker, "chapter_id": u.chapter, "subset": u.subset,
-                         "offset": round(u.offset, 6), "key": u.key,
+                         "offset": round(u.offset, 6), "weight": float(u.weight), "key": u.key,
                          CLIP: (u.offset, dur) if clipped or sr != cfg.sample_rate else None})
     check_accounted(listing.inputs, [g["key"] for g in good], rejects)
     df = pd.DataFrame(good, columns=[*COLUMNS, "key", CLIP])
@@ -269,7 +269,8 @@ def check_accounted(files: list[str], rows: list[str], rejects: list[dict]) -> N
 def _schema(cfg: ManifestConfig) -> pa.Schema:
     fields = [pa.field("audio_filepath", pa.string()), pa.field("duration", pa.float64()),
               pa.field("text", pa.string()), pa.field("utt_id", pa.string()), pa.field("speaker_id", pa.string()),
-              pa.field("chapter_id", pa.string()), pa.field("subset", pa.string()), pa.field("offset", pa.float64())]
+              pa.field("chapter_id", pa.string()), pa.field("subset", pa.string()), pa.field("offset", pa.float64()),
+              pa.field("weight", pa.float64())]
     if not cfg.audio_bytes:
         return pa.schema(fields)
     return pa.schema(fields + [pa.field(AUDIO, pa.binary())],
@@ -377,8 +378,10 @@ def _write_group(chunk: pd.DataFrame, payload: list[tuple[bytes | None, str]] | 
     if not cols["utt_id"]:
         return 0
     writer.write_table(pa.Table.from_pydict(cols, schema=schema), row_group_size=cfg.row_group_rows)
-    for path, dur, text, offset in zip(cols["audio_filepath"], cols["duration"], cols["text"], cols["offset"]):
-        row = {"audio_filepath": path, "duration": dur, "text": text, **({"offset": offset} if offset else {})}
+    for path, dur, text, offset, weight in zip(cols["audio_filepath"], cols["duration"], cols["text"], cols["offset"],
+                                               cols["weight"]):
+        row = {"audio_filepath": path, "duration": dur, "text": text, **({"offset": offset} if offset else {}),
+               **({"weight": weight} if weight != 1 else {})}
         jl.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(cols["utt_id"])
 

@@ -268,6 +268,11 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
                                                        man.get(f"{split}_texts_in_train", "?"))
         lines.append(f"| {split} | {man[key]} | {_fmt(man.get(f'{split}_hours', 0.0), 3)} | "
                      f"{man.get(f'{split}_speakers', '?')} | {shared[0]} | {shared[1]} |")
+    if isinstance(man.get("parts"), dict):  # a combined dataset: where each split's rows came from
+        lines += ["", "Drawn from its parts (training sees each utterance of a part *weight* times per epoch):", ""]
+        lines += [f"- {name} ({part.get('source', '?')}), weight {part.get('weight', 1)}: " + ", ".join(
+            f"{k[: -len('_utterances')]} {v}" for k, v in sorted(part.items()) if k.endswith("_utterances"))
+            + " utterances" for name, part in man["parts"].items()]
     rejected = {k[len("rejected_"):]: v for k, v in man.items() if k.startswith("rejected_")}
     lines += ["", f"Rejected by the manifest stage: {man.get('rejected', 0)} utterances "
               "(`data/<dataset>/manifests/rejects.parquet` lists each with its reason)."]

@@ -42,13 +42,14 @@ if TYPE_CHECKING:
 SPEED_MAX_DENOMINATOR = 100
 
 
-def utterance_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator for utterance ``index`` in ``epoch``: independent of the worker, of the
-    batch it lands in and of how many utterances were drawn before (resume-safe)."""
-    for name, v in (("seed", seed), ("epoch", epoch), ("index", index)):
+def utterance_rng(seed: int, epoch: int, index: int, copy: int = 0) -> np.random.Generator:
+    """The generator for utterance ``index`` in ``epoch`` (its ``copy``-th appearance, when a
+    weighted dataset repeats it): independent of the worker, of the batch it lands in and of
+    how many utterances were drawn before (resume-safe)."""
+    for name, v in (("seed", seed), ("epoch", epoch), ("index", index), ("copy", copy)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ValueError(f"utterance_rng: {name} must be a non-negative integer, got {v!r}")
-    return np.random.default_rng([int(seed), int(epoch), int(index)])
+    return np.random.default_rng([int(seed), int(epoch), int(index), *([int(copy)] if copy else [])])
 
 
 # ---------------------------------------------------------------- application

@@ -67,8 +67,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _check_semantics(p: dict[str, Any]) -> None:
     """Checks a schema cannot express: ordered ranges, feasible speaker split."""
-    synths = {name: ds for name, ds in p["datasets"].items() if ds["source"] == "synth"}
-    ranges = [(f"datasets.{name}.{k}", ds[k]) for name, ds in synths.items() for k in ("rate", "pitch")]
+    entries = {f"datasets.{name}": ds for name, ds in p["datasets"].items()}
+    entries.update({f"datasets.{name}.parts.{part}": e for name, ds in p["datasets"].items()
+                    for part, e in ds.get("parts", {}).items()})
+    synths = {name: ds for name, ds in entries.items() if ds["source"] == "synth"}
+    ranges = [(f"{name}.{k}", ds[k]) for name, ds in synths.items() for k in ("rate", "pitch")]
     ranges += [("tune.alpha", p["tune"]["alpha"]),
               ("tune.beta", p["tune"]["beta"])]
     for key, (lo, hi) in ranges:
@@ -116,21 +119,45 @@ def _check_semantics(p: dict[str, Any]) -> None:
         pool = len(s["voices"]) * len(s["variants"])
         held = s["dev_speakers"] + s["test_speakers"]
         if held >= pool:
-            raise ParamsError(f"params.yaml: 'datasets.{name}.dev_speakers' + 'test_speakers' = {held} leaves no "
+            raise ParamsError(f"params.yaml: '{name}.dev_speakers' + 'test_speakers' = {held} leaves no "
                               f"training speaker out of {pool} voice x variant pairs")
         missing = sorted({x for v in s["splits"].values() for x in v} - set(s["utterances"]))
         if missing:
-            raise ParamsError(f"params.yaml: 'datasets.{name}.splits' names subsets {missing} that "
-                              f"'datasets.{name}.utterances' does not generate ({', '.join(s['utterances'])})")
+            raise ParamsError(f"params.yaml: '{name}.splits' names subsets {missing} that "
+                              f"'{name}.utterances' does not generate ({', '.join(s['utterances'])})")
     if p["dataset"] not in p["datasets"]:
         raise ParamsError(f"params.yaml: 'dataset' is {p['dataset']!r}, which 'datasets' does not define "
                           f"(defined: {', '.join(p['datasets'])})")
-    for name, ds in p["datasets"].items():
+    for name, ds in entries.items():
         subsets = [x for v in ds["splits"].values() for x in v]
-        if len(set(subsets)) != len(subsets):
-            raise ParamsError(f"params.yaml: 'datasets.{name}.splits' lists a subset in more than one split")
-        if not any(split.startswith("test") for split in ds["splits"]):
-            raise ParamsError(f"params.yaml: 'datasets.{name}.splits' has no split named test*")
+        if ds["source"] != "combine" and len(set(subsets)) != len(subsets):
+            raise ParamsError(f"params.yaml: '{name}.splits' lists a subset in more than one split")
+        if ".parts." not in name and not any(split.startswith("test") for split in ds["splits"]):
+            raise ParamsError(f"params.yaml: '{name}.splits' has no split named test*")
+        if ds["source"] == "combine":
+            _check_combined(name, ds)
+
+
+def _check_combined(name: str, ds: dict[str, Any]) -> None:
+    """A combined dataset's splits name its parts, each of which has that split; its weights
+    name parts; its parts read audio and text as it does."""
+    parts = ds["parts"]
+    for split, names in ds["splits"].items():
+        for part in names:
+            if part not in parts:
+                raise ParamsError(f"params.yaml: '{name}.splits.{split}' names {part!r}, which '{name}.parts' does "
+                                  f"not define (defined: {', '.join(parts)})")
+            if split not in parts[part]["splits"]:
+                raise ParamsError(f"params.yaml: '{name}.splits.{split}' draws on part {part!r}, whose splits have "
+                                  f"no {split!r} (it has: {', '.join(parts[part]['splits'])})")
+    for part in ds.get("weights", {}):
+        if part not in parts:
+            raise ParamsError(f"params.yaml: '{name}.weights' names {part!r}, which '{name}.parts' does not define")
+    for part, e in parts.items():
+        for key in ("language", "resample"):
+            if e[key] != ds[key]:
+                raise ParamsError(f"params.yaml: '{name}.parts.{part}.{key}' is {e[key]!r} but '{name}.{key}' is "
+                                  f"{ds[key]!r}: a combined dataset's parts must agree with it")
 
 
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import json
 import math
 import os
 import shutil
@@ -365,20 +366,25 @@ def read_lexicon_words(path: str | Path) -> set[str]:
 LM_CORPORA = ("lm-corpus.txt.gz", "librispeech-lm-norm.txt.gz")
 
 
-def find_corpus(archive_dir: Path) -> Path | None:
+def find_corpora(archive_dir: Path) -> list[Path]:
     """The dataset's LM text in the download stage's directory (synth: lm-corpus.txt.gz;
-    LibriSpeech: librispeech-lm-norm.txt.gz, when datasets.librispeech.lm_corpus is on)."""
-    for name in LM_CORPORA:
-        if (archive_dir / name).exists():
-            return archive_dir / name
-    return None
+    LibriSpeech: librispeech-lm-norm.txt.gz, when its lm_corpus is on), or, for a combined
+    dataset, each part's (``<archives>/<part>/``, in part order): possibly none."""
+    out = [archive_dir / name for name in LM_CORPORA if (archive_dir / name).exists()]
+    if out:
+        return out[:1]
+    parts = archive_dir / "parts.json"
+    if parts.is_file():
+        for part in json.loads(parts.read_text(encoding="utf-8"))["parts"]:
+            out += find_corpora(archive_dir / part)
+    return out
 
 
-def lm_text(cfg: LMConfig, corpus: Path | None, transcripts: Iterable[str]) -> Iterator[str]:
-    """The LM's source lines, streamed in ``cfg.sources`` order: the dataset's LM corpus
-    (``corpus``: a text or .gz file, or None when the dataset has none) and/or the training
-    transcripts."""
-    if "corpus" in cfg.sources and corpus is not None:
-        yield from corpus_lines(corpus)
+def lm_text(cfg: LMConfig, corpora: list[Path], transcripts: Iterable[str]) -> Iterator[str]:
+    """The LM's source lines, streamed in ``cfg.sources`` order: the dataset's LM corpora
+    (text or .gz files; none when the dataset has none) and/or the training transcripts."""
+    if "corpus" in cfg.sources:
+        for corpus in corpora:
+            yield from corpus_lines(corpus)
     if "transcripts" in cfg.sources:
         yield from transcripts

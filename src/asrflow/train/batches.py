@@ -3,8 +3,10 @@ each rank's share of an epoch, and the dataset that turns rows into features and
 
 from __future__ import annotations
 
+import math
 import random
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -25,8 +27,11 @@ class UtteranceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, rows: pd.DataFrame, audio: ManifestAudio, tokenizer: Tokenizer, fe: LogMel,
-                 mean: torch.Tensor, std: torch.Tensor, augmenter: Augmenter | None = None, seed: int = 0):
+                 mean: torch.Tensor, std: torch.Tensor, augmenter: Augmenter | None = None, seed: int = 0,
+                 copies: list[int] | None = None):
         self.audio, self.rows = audio, rows.index.tolist()
+        # a row that appears more than once (weighted_rows) is augmented afresh each time
+        self.copies = copies or [0] * len(self.rows)
         self.texts = rows["text"].tolist()
         self.labels = [tokenizer.encode(t) for t in self.texts]
         self.fe, self.mean, self.std = fe, mean, std
@@ -40,9 +45,26 @@ class UtteranceDataset(torch.utils.data.Dataset):
         wav = self.audio[self.rows[i]]
         if self.augmenter is None:
             return utterance_features(wav, self.fe, self.mean, self.std), torch.tensor(self.labels[i]), i
-        rng = utterance_rng(self.seed, self.epoch, self.rows[i])
+        rng = utterance_rng(self.seed, self.epoch, self.rows[i], self.copies[i])
         feats = utterance_features(self.augmenter.wave(wav, rng), self.fe, self.mean, self.std)
         return self.augmenter.spec(feats, rng), torch.tensor(self.labels[i]), i
+
+
+def weighted_rows(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, list[int]]:
+    """``rows`` as training sees them each epoch, by their ``weight`` (a combined dataset's part
+    weight; 1 elsewhere): weight 2 -> twice, 0.5 -> a seeded half of them (the same half every
+    epoch, so an epoch's batches stay fixed and resuming stays exact), 2.5 -> twice, plus once more
+    for a seeded half. Returns the rows (index: their row numbers in the Parquet file, repeated)
+    and each one's copy number (0 for the first)."""
+    if "weight" not in rows or bool((rows["weight"] == 1).all()):
+        return rows, [0] * len(rows)
+    draw = np.random.default_rng([seed, 0x5EED]).random(len(rows))
+    positions, copies = [], []
+    for pos, (w, u) in enumerate(zip(rows["weight"].tolist(), draw)):
+        n = math.floor(w) + (u < w - math.floor(w))
+        positions += [pos] * n
+        copies += list(range(n))
+    return rows.iloc[positions], copies
 
 
 def loader_worker_init(_: int) -> None:

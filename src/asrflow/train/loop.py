@@ -30,7 +30,7 @@ from asrflow.models.families import build_model, count_parameters
 from asrflow.scoring.metrics import corpus_rates
 from asrflow.text.vocab import Tokenizer, read_vocab
 from asrflow.train.batches import UtteranceDataset, collate, epoch_batches, loader_worker_init, make_batches, \
-    padding_fraction
+    padding_fraction, weighted_rows
 from asrflow.train.checkpoints import epoch_checkpoint, fresh_state, prune_epoch_checkpoints, run_fingerprint
 from asrflow.train.config import TrainConfig, TrainPaths
 from asrflow.train.distributed import Placement, all_finite, check_epoch_coverage, check_ranks_agree, \
@@ -138,6 +138,10 @@ class TrainingRun:
         dev_rows = dev_rows[dev_rows["text"].map(known)]
         if self.skipped:
             self.say(f"skipping {self.skipped} training utterances with characters outside the vocabulary")
+        listed = len(rows)
+        rows, copies = weighted_rows(rows, self.seed)
+        if len(rows) != listed:
+            self.say(f"weighted: {listed} training utterances are {len(rows)} per epoch (datasets.<name>.weights)")
         batch_seconds = cfg.batch_frames * fcfg.hop_ms / 1000
         self.durations = rows["duration"].tolist()
         self.batches = make_batches(self.durations, batch_seconds)
@@ -147,7 +151,7 @@ class TrainingRun:
         if augmenter.enabled:
             self.say("augmentation: " + ", ".join(f"{e['type']} p={e['prob']}" for e in cfg.augment if e["prob"]))
         self.ds = UtteranceDataset(rows, ManifestAudio(p.train_manifest, fcfg.sample_rate), self.tokenizer, fe,
-                                   self.mean, self.std, augmenter, self.seed)
+                                   self.mean, self.std, augmenter, self.seed, copies)
         dev_ds = UtteranceDataset(dev_rows, ManifestAudio(p.dev_manifest, fcfg.sample_rate), self.tokenizer, fe,
                                   self.mean, self.std)
         self.dev_loader = torch.utils.data.DataLoader(
@@ -214,7 +218,7 @@ class TrainingRun:
             self.pending_rng = None
         window_t = time.perf_counter()
         for x, flen, y, llen, ids in batches_iter:
-            state["seen"].extend(self.ds.rows[i] for i in ids)
+            state["seen"].extend(ids)  # dataset positions: a weighted row's copies count apart
             state["window_audio"] += float(flen.sum()) * self.features.hop_ms / 1000  # audio seconds since the last log
             self.step(x, flen, y, llen, ids, epoch)
             if self.where.master and state["step"] % cfg.log_every_steps == 0:

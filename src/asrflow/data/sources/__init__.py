@@ -40,6 +40,7 @@ class Utterance:
     offset: float = 0.0            # seconds into the file (Kaldi segments, NeMo offset)
     duration: float | None = None  # a segment's length; None: to the end of the file
     where: str = ""                # where it was listed ('text:12'), for reject details
+    weight: float = 1.0            # times per epoch training sees it (a combined dataset's part weight)
 
 
 @dataclass
@@ -109,6 +110,11 @@ def _local():
     return local
 
 
+def _combine():
+    from asrflow.data.sources import combine
+    return combine
+
+
 SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("synth", _embedded, "the embedded corpora spoken by espeak-ng (English; Mandarin with language: zh)"),
     Source("librispeech", _librispeech, "LibriSpeech from OpenSLR mirrors (resource 12)"),
@@ -117,6 +123,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("kaldi", _local, "a Kaldi data directory per subset: wav.scp, text, utt2spk, segments"),
     Source("nemo", _local, "NeMo JSON-lines manifests: audio_filepath, duration, text, offset"),
     Source("folder", _local, "a folder of audio plus <subset>.tsv/.csv of path and text"),
+    Source("combine", _combine, "several of the above as one dataset, each part with a training weight"),
 ]}
 
 
