@@ -39,18 +39,18 @@ def run(ctx: Context) -> dict:
     cache = HashCache(Path(a.cache) / "dvc-hashes.json")
     lin = lineage(products, cache=cache)
     cache.save()
-    errors = {}
+    errors, metric = {}, headline_metric(ctx.params["datasets"][ctx.dataset]["language"])
     for split in eval_splits(ctx.params, ctx.dataset):
         recogs = pd.read_csv(Path(a.results) / f"{split}_recogs.tsv", sep="\t", keep_default_na=False, dtype=str)
         utts = list(zip(recogs["utt_id"], recogs["reference"], recogs["beam"]))
-        errors[split] = top_errors(utts, ctx.params["evaluate"]["top_errors"])
+        errors[split] = top_errors(utts, ctx.params["evaluate"]["top_errors"], chars=metric == "cer")
     everything = ctx.params.unrecorded()  # to record and compare runs by, not read to compute anything
     params, previous = safe_params(flatten(everything)), previous_runs(everything["mlflow"], ctx.dataset, "report")
     headline = write_report(ctx.dataset, metrics, read_csv(pdir / "learning_curve.csv"),
                             read_csv(pdir / "tune_grid.csv"), a.out,
                             by_duration=read_csv(pdir / "wer_by_duration.csv", numeric=False), lineage=lin,
                             products=products, top_errors=errors, params=params, previous=previous,
-                            records=records, metric=headline_metric(ctx.params["datasets"][ctx.dataset]["language"]))
+                            records=records, metric=metric)
     ctx.log(f"lineage: git {lin['git_label']}; " + ", ".join(f"{k} {v[:8]}" for k, v in lin["dvc"].items()))
     # the whole configuration (the next report compares against it) and the lineage
     ctx.tracker.log_params(params)

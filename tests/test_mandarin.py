@@ -60,6 +60,12 @@ def test_tuned_by_cer_and_reported_by_cer(zh_repo):
     report = (zh_repo / "reports/synth_zh_wer.md").read_text(encoding="utf-8")
     assert "tuned on dev by CER" in report and "The headline is CER" in report
     assert f"dev CER {tune['dev_cer']:.2f}%" in report
+    # errors and out-of-vocabulary counts in characters, not unsegmented sentences
+    assert "## Most frequent character errors" in report and "## Out-of-vocabulary characters" in report
+    errors = report.split("## Most frequent character errors")[1].split("\n## ")[0]
+    listed = "\n".join(line for line in errors.splitlines() if line.startswith("- **"))
+    labels = [e for e in listed.split("`")[1::2] if "->" in e]
+    assert labels and all(len(side.strip()) == 1 for e in labels for side in e.split("->")), labels
     ev = stage_figures(zh_repo, "evaluate", "synth_zh")
     assert 0 <= ev["test"]["beam_cer"] <= 100
 

@@ -240,6 +240,9 @@ def test_top_errors():
     assert top_errors(UTTS, 3) == [("on -> *", 3), ("* -> uh", 2), ("cat -> hat", 2)]
     assert top_errors(UTTS, 100)[-1] == ("* -> x", 1) and len(top_errors(UTTS, 100)) == 4
     assert top_errors(UTTS, 0) == []
+    # Mandarin: characters, not the whole unsegmented sentence as one "word"
+    zh = [("u1", "今天天气很好", "今天天汽很好"), ("u2", "谢谢你", "谢你"), ("u3", "天气", "天汽")]
+    assert top_errors(zh, 5, chars=True) == [("气 -> 汽", 2), ("谢 -> *", 1)]
 
 
 def test_wer_by_duration_bins_and_edges():

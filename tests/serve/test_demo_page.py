@@ -6,6 +6,7 @@ Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import subprocess
@@ -15,7 +16,9 @@ import urllib.request
 from base64 import b64decode
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from websockets.sync.client import connect
 
 from mlflow_browser import _chromium_cmd, _stop, artifacts_dir, chromium_binary, free_port
@@ -95,6 +98,11 @@ def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  
     page.call("Page.navigate", url=f"{server['url']}/?token={TOKEN}")
     page.wait("document.readyState === 'complete' && !!document.getElementById('record')")
     # the microphone: partials while it listens, then the final transcript with word times
+    # what the page streams, kept to decode it again below (the page itself keeps nothing)
+    page.js("""window.sent = []; const send = WebSocket.prototype.send;
+               WebSocket.prototype.send = function (d) {
+                 if (d instanceof ArrayBuffer) window.sent.push(...new Int16Array(d));
+                 return send.call(this, d); }""")
     page.js("""window.partials = 0; new MutationObserver(() => window.partials++)
                .observe(document.getElementById('partial'), {childList: true, characterData: true, subtree: true});
                document.getElementById('record').click()""")
@@ -111,6 +119,15 @@ def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  
     assert final and final != "(nothing recognised)" and [r[0] for r in rows] == final.split(), (final, rows)
     assert all(float(r[1]) <= float(r[2]) <= seconds + 0.05 for r in rows), rows
     page.screenshot(out / "asrflow-serve-demo-final.png")
+    # the transcript shown is the one the model gives for what the microphone streamed, decoded
+    # again whole by POST /transcribe: Chromium resampled the 48 kHz capture to 16 kHz itself
+    assert page.js("ctx.sampleRate") == 16000
+    heard = np.array(page.js("window.sent"), dtype=np.int16)
+    assert abs(len(heard) / 16000 - seconds) < 0.01, (len(heard), seconds)
+    wav = io.BytesIO()
+    sf.write(wav, heard, 16000, format="WAV", subtype="PCM_16")
+    again = post(server["url"], wav.getvalue())[1]
+    assert again["text"] and final == again["text"] and [r[0] for r in rows] == [w["word"] for w in again["words"]]
     metrics = urllib.request.urlopen(server["url"] + "/metrics").read().decode()
     assert 'asrflow_requests_total{endpoint="stream",status="200"}' in metrics
     # a file through the page's file input: the transcript POST /transcribe gives for it

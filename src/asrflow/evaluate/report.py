@@ -139,8 +139,8 @@ def _duration(rows: list[dict[str, str]], png: str) -> list[str]:
     return lines + ["", f"![WER by duration]({png})", ""]
 
 
-def _top_errors(errors: dict[str, list[tuple[str, int]]]) -> list[str]:
-    lines = ["## Most frequent word errors (beam+LM)", "",
+def _top_errors(errors: dict[str, list[tuple[str, int]]], unit: str = "word") -> list[str]:
+    lines = [f"## Most frequent {unit} errors (beam+LM)", "",
              "`ref -> hyp` is a substitution, `ref -> *` a deletion, `* -> hyp` an insertion; the full "
              "alignments are in `results/<dataset>/evaluate/errs-<split>-beam_lm.txt`.", ""]
     for split, errs in errors.items():
@@ -148,16 +148,18 @@ def _top_errors(errors: dict[str, list[tuple[str, int]]]) -> list[str]:
     return lines + [""]
 
 
-def _oov(ev: dict[str, Any], lm: dict[str, Any]) -> list[str]:
-    """Out-of-vocabulary words of each scored split and, when the lexicon-free decoder with the
-    character LM ran beside the lexicon decoder, the two side by side (which handles OOVs better)."""
+def _oov(ev: dict[str, Any], lm: dict[str, Any], unit: str = "word") -> list[str]:
+    """Out-of-vocabulary words (characters, for Mandarin, whose LM's words are characters) of
+    each scored split and, when the lexicon-free decoder with the character LM ran beside the
+    lexicon decoder, the two side by side (which handles OOVs better)."""
     splits = [s for s in ["dev", *ev["splits"]] if f"{s}_tokens" in lm]
     if not splits:
         return []
-    lines = ["## Out-of-vocabulary words", "",
-             "Words the lexicon cannot spell are errors a lexicon decoder cannot avoid; real speech always has "
-             "some. Rates are of word tokens.", "",
-             "| split | words | not in the lexicon (LM) | distinct such words | not in any training transcript "
+    why = ("Words the lexicon cannot spell are errors a lexicon decoder cannot avoid; real speech always has some."
+           if unit == "word" else "The LM's words are characters: a character it never saw is one the beam search "
+           "can only keep against the LM.")
+    lines = [f"## Out-of-vocabulary {unit}s", "", f"{why} Rates are of {unit} tokens.", "",
+             f"| split | {unit}s | not in the lexicon (LM) | distinct such {unit}s | not in any training transcript "
              "| LM perplexity |", "|---|---:|---:|---:|---:|---:|"]
     for s in splits:
         lines.append(f"| {s} | {lm[f'{s}_tokens']} | {_fmt(lm.get(f'{s}_oov_rate'))}% | {lm.get(f'{s}_oov_types', '?')} "
@@ -210,7 +212,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
     headline error rate (``cer`` for Mandarin: :func:`asrflow.scoring.metrics.headline`), the
     one tuning chose by and runs are compared on. Returns the headline figures.
     """
-    M = metric.upper()
+    M, unit = metric.upper(), "character" if metric == "cer" else "word"
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     stem = out_md.stem
@@ -229,7 +231,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
              "word substitutions, deletions and insertions. The last columns are the row's lineage (details below)."
              + (" The headline is CER: the transcripts are characters without word boundaries, so WER counts "
                 "whole sentences." if metric == "cer" else ""), "",
-             *_results(ev, lineage), "", *_oov(ev, lm), *_lineage(lineage, run_ids, products),
+             *_results(ev, lineage), "", *_oov(ev, lm, unit), *_lineage(lineage, run_ids, products),
              *_comparison(ev, params, lineage, previous, metric), *_rtf(ev, tr.get("device", "?"), tu)]
     grid_shape = f"{tu.get('alpha_count', '?')} x {tu.get('beta_count', '?')} = {tu['points']} points"
     lines += ["## Decoder and language model", "",
@@ -249,7 +251,7 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
         lines.append(f"- character {lm['char_order']}-gram for lexicon-free decoding: {lm.get('char_binary_mb', '?')} MB, "
                      f"dev perplexity {lm.get('char_dev_perplexity', '?')} per character")
     lines += ["", "![alpha/beta error surface](" + surface.name + ")", "",
-              *_duration(by_duration, dur_png.name), *_top_errors(top_errors),
+              *_duration(by_duration, dur_png.name), *_top_errors(top_errors, unit),
               "## Model and training", "",
               f"- {FAMILY_NAMES.get(tr.get('model_family', 'deepspeech2'), tr.get('model_family'))} CTC model, "
               f"{tr['params']:,} parameters",
