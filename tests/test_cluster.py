@@ -1,7 +1,8 @@
 """A real cluster: the tiny pipeline through `snakemake --profile profiles/slurm` on a one-node
 Slurm cluster (slurmctld, slurmd, munge: tests/cluster.py starts them), every stage an sbatch
 job, logging to `make mlflow-server` backed by a real PostgreSQL; then a job waiting on a
-drained node, the training job cancelled mid-epoch and a job past its time limit. The jobs' timings are kept in
+drained node, the training job cancelled mid-epoch and a job past its time limit (run beside the
+other two, since it mostly waits). The jobs' timings are kept in
 test-artifacts/slurm-jobs.json (docs/SCALING.md quotes them)."""
 
 from __future__ import annotations
@@ -67,6 +68,35 @@ def slurm_run(postgres_tracking, tmp_path_factory):
         out = run(["snakemake", "--profile", "profiles/slurm", *FAST_STATUS, "reports/synth_wer.md"], cwd=repo,
                   env=env, timeout=1200)
         yield repo, uri, backend, slurm, out, jobs(slurm)
+
+
+@pytest.fixture(scope="module")
+def over_time_limit(slurm_run, tmp_path_factory):
+    """Training given a 1-minute limit and 400 epochs, in a copy of the run's repo, started in
+    the background once its job runs: Slurm stops it at 60-90 s, and Snakemake, whose status
+    checks back off while no job finishes, notices and exits ~2.5 min after starting. The job
+    asks for 1 of the node's 2 cores, so the drained-node and cancel tests run meanwhile
+    (the cancelled training job, asking for 2, waits for it to end)."""
+    repo, uri, _, slurm, _, _ = slurm_run
+    copy = tmp_path_factory.mktemp("timelimit") / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    edit_params(copy, lambda p: (p["cluster"]["train"].update(runtime=1, cpus=1), p["train"].update(epochs=400)))
+    env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
+    log = copy.parent / "snakemake.log"
+    known = {j["JobId"] for j in jobs(slurm)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["snakemake", "models/synth", "--profile", "profiles/slurm", *FAST_STATUS,
+                                 "--retries", "0"], cwd=copy, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        job, deadline = None, time.monotonic() + 120
+        while job is None and proc.poll() is None and time.monotonic() < deadline:
+            job = next((j["JobId"] for j in jobs(slurm) if j["JobId"] not in known and j["JobState"] == "RUNNING"), None)
+            time.sleep(0.2)
+        assert job is not None, "the training job did not start:\n" + log.read_text()[-3000:]
+        yield proc, log, job
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _seconds(a: str, b: str) -> float:
@@ -171,10 +201,11 @@ def test_eight_stages_logging_at_once_lose_nothing(postgres_tracking, tmp_path):
     assert not [t for p in parents for t in p.data.tags if t.startswith("asrflow.params_differ")]
 
 
-def test_a_job_waits_while_its_node_is_drained_and_runs_once_it_is_resumed(slurm_run, tmp_path):
+def test_a_job_waits_while_its_node_is_drained_and_runs_once_it_is_resumed(slurm_run, over_time_limit, tmp_path):
     """The only node drained (`scontrol update state=drain`, as an admin does for maintenance)
     before the report job is submitted: the job pends, Snakemake keeps waiting instead of
-    failing it, and once the node is resumed the job runs and the run ends clean."""
+    failing it, and once the node is resumed the job runs and the run ends clean. (The
+    over-time-limit training job keeps running on the drained node, as running jobs do.)"""
     repo, uri, _, slurm, _, _ = slurm_run
     node = socket.gethostname()
     env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
@@ -246,19 +277,12 @@ def test_a_training_job_cancelled_mid_epoch_is_retried_and_ends_bit_identical(sl
     assert (repo / "models/synth/model.pt").read_bytes() == reference
 
 
-def test_a_job_past_its_time_limit_names_the_param_to_raise(slurm_run):
-    """Training given a 1-minute limit and 400 epochs: Slurm stops the job at its limit, and the
-    run's error names the params.yaml key that sets it. (Last: the failed job's outputs are gone.)"""
-    repo, uri, _, slurm, _, _ = slurm_run
-    params = (repo / "params.yaml").read_text()
-    edit_params(repo, lambda p: (p["cluster"]["train"].update(runtime=1), p["train"].update(epochs=400)))
-    env = {**os.environ, **slurm, "MLFLOW_TRACKING_URI": uri, "ASRFLOW_INVOCATION": ""}
-    try:
-        out = subprocess.run(["snakemake", "models/synth", "--profile", "profiles/slurm", *FAST_STATUS,
-                              "--retries", "0"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    finally:
-        (repo / "params.yaml").write_text(params)
-    assert out.returncode != 0, out.stderr[-3000:]
+def test_a_job_past_its_time_limit_names_the_param_to_raise(slurm_run, over_time_limit):
+    """Slurm stops the 1-minute training job (:func:`over_time_limit`) at its limit, and the
+    run's error names the params.yaml key that sets it."""
+    slurm = slurm_run[3]
+    proc, log, job = over_time_limit
+    assert proc.wait(timeout=600) != 0, log.read_text()[-3000:]
     assert ("asrflow: Slurm stopped the train job at its time limit (1 min): raise cluster.train.runtime in "
-            "params.yaml") in out.stderr, out.stderr[-3000:]
-    assert [j["JobState"] for j in jobs(slurm) if "rule_train" in j["Comment"]][-1] == "TIMEOUT"
+            "params.yaml") in log.read_text(), log.read_text()[-3000:]
+    assert next(j for j in jobs(slurm) if j["JobId"] == job)["JobState"] == "TIMEOUT"
