@@ -2,7 +2,8 @@
 executor (profiles/local-cluster) logging to a `make mlflow-server` tracking server; its
 outputs pushed to the repo's default DVC remote and pulled into a fresh clone that then has
 nothing to recompute; two experiments queued with `dvc exp run --queue` and run by
-`dvc queue start`; the Slurm profile's dry run."""
+`dvc queue start`; the Slurm profile's dry run. Its model is the seeds' Jasper (a tiny one),
+so a family other than the default goes through every stage, registry included."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from asrflow.pipeline import definition as P
 from conftest import REPO, copy_repo, run, tiny_params
 from mlflow_browser import free_port, serving
+from sizes import TINY_FAMILIES
 
 STAGES = {s.name for s in P.STAGES}
 
@@ -22,7 +24,9 @@ STAGES = {s.name for s in P.STAGES}
 @pytest.fixture(scope="module")
 def server_repo(tmp_path_factory):
     """A repo copy with `make mlflow-server` running in it on a free 127.0.0.1 port."""
-    repo = copy_repo(tmp_path_factory.mktemp("team") / "repo", tiny_params())
+    p = tiny_params()
+    p["model"].update(family="jasper", jasper=TINY_FAMILIES["jasper"])
+    repo = copy_repo(tmp_path_factory.mktemp("team") / "repo", p)
     port = free_port()
     with serving(["make", "-s", "mlflow-server", f"MLFLOW_PORT={port}"], repo, port, timeout_s=120) as uri:
         yield repo, uri
@@ -52,6 +56,7 @@ def test_tiny_pipeline_through_the_generic_cluster_executor(cluster_run):
 
 def test_every_stage_logged_to_the_tracking_server(cluster_run):
     repo, uri, _ = cluster_run
+    assert json.loads((repo / "lineage/synth/train.json").read_text())["model_family"] == "jasper"
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("asrflow-synth")
     runs = [r for r in client.search_runs([exp.experiment_id], max_results=100) if "asrflow.stage" in r.data.tags]
@@ -65,6 +70,21 @@ def test_every_stage_logged_to_the_tracking_server(cluster_run):
     assert {a.path for a in client.list_artifacts(ev.info.run_id)} >= {"test_recogs.tsv"}
     assert list((repo / "mlruns/server-artifacts").rglob("test_recogs.tsv"))
     assert not (repo / "mlruns/mlflow.db").exists()  # MLFLOW_TRACKING_URI won over params.yaml's store
+
+
+def test_the_registered_jasper_model_transcribes_like_evaluate(cluster_run):
+    """The registry on the tracking server hands on the Jasper model: `asrflow transcribe` by
+    its URI gives the evaluate stage's beam+LM hypotheses."""
+    import pandas as pd
+
+    repo, uri, _ = cluster_run
+    reg = json.loads((repo / "lineage/synth/register.json").read_text())
+    recogs = pd.read_csv(repo / "results/synth/evaluate/test_recogs.tsv", sep="\t", keep_default_na=False)[:3]
+    rows = pd.read_parquet(repo / "data/synth/manifests/test.parquet", columns=["utt_id", "audio_filepath"])
+    paths = [dict(zip(rows["utt_id"], rows["audio_filepath"]))[u] for u in recogs["utt_id"]]
+    out = run([str(repo / ".venv/bin/asrflow"), "transcribe", "--model", reg["model_uri"], *paths], cwd=repo,
+              env={"MLFLOW_TRACKING_URI": uri}).stdout.splitlines()
+    assert out == [f"{p}\t{h}" for p, h in zip(paths, recogs["beam"])], out
 
 
 def test_dvc_push_then_pull_in_a_fresh_clone_recomputes_nothing(cluster_run):
