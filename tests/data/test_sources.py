@@ -354,6 +354,8 @@ def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(t
     assert times["tsv-train0"] == times["tsv-train1"] == 1 and {times["extra-n0"], times["extra-n1"]} <= {2, 3}
     assert sorted(copies) == sorted(c for n in times.values() for c in range(n))
     assert weighted_rows(train, seed=7)[1] == copies  # seeded: the same epoch every run
+    with pytest.raises(ValueError, match="the weights leave none of the 4 training utterances"):
+        weighted_rows(train.assign(weight=0.001), seed=7)
     lineage = json.loads((tmp_path / "run" / "manifest-lineage.json").read_text())["parts"]
     assert lineage == {"tsv": {"source": "folder", "weight": 1, "train_utterances": 2, "dev_utterances": 1,
                                "test_utterances": 1},

@@ -64,6 +64,9 @@ def weighted_rows(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, list[int
         n = math.floor(w) + (u < w - math.floor(w))
         positions += [pos] * n
         copies += list(range(n))
+    if not positions:
+        raise ValueError(f"the weights leave none of the {len(rows)} training utterances in an epoch: raise the "
+                         "dataset's weights (datasets.<name>.weights)")
     return rows.iloc[positions], copies
 
 
