@@ -232,14 +232,15 @@ def write_wer_summary(path: str | Path, wers: dict[str, float]) -> None:
 
 def top_errors(utts: Iterable[Utterance], n: int, chars: bool = False) -> list[tuple[str, int]]:
     """The ``n`` most frequent word errors over ``utts`` as ``(label, count)``; ``chars``:
-    character errors, spaces ignored (Mandarin, whose transcripts have no word boundaries).
+    character errors over the characters CER counts (:func:`asrflow.scoring.metrics.char_errors`:
+    whitespace collapsed; for Mandarin, whose transcripts have no word boundaries).
 
     Labels are ``ref -> hyp`` (substitution), ``ref -> *`` (deletion) and ``* -> hyp``
     (insertion); most frequent first, ties by label. ``n <= 0`` gives an empty list.
     """
     if n <= 0:
         return []
-    units = (lambda t: list(t.replace(" ", ""))) if chars else str.split
+    units = (lambda t: list(" ".join(t.split()))) if chars else str.split
     counter: Counter[str] = Counter()
     for _, ref, hyp in utts:
         counter.update(_error_label(p) for p in align(units(ref), units(hyp)) if _is_error(p))
