@@ -7,7 +7,7 @@ from asrflow.data.manifest import read_manifest
 from asrflow.pipeline.config import eval_splits
 from asrflow.pipeline.stagekit import Context, main
 from asrflow.text.lm import LMConfig, build_lm, find_corpora, lm_text, oov_stats, perplexity, read_lexicon_words
-from asrflow.text.vocab import BLANK, SPACE, read_vocab
+from asrflow.text.vocab import Tokenizer, read_vocab
 
 
 def add_args(p):
@@ -26,9 +26,11 @@ def run(ctx: Context) -> dict:
     if not corpora and "corpus" in cfg.sources:
         ctx.log(f"no LM corpus in {a.archives}; using the other sources only")
     train = read_manifest(f"{a.manifests}/train.parquet")["text"]
-    alphabet = set(read_vocab(a.vocab)) - {BLANK, SPACE}
-    metrics = build_lm(lm_text(cfg, corpora, train if "transcripts" in cfg.sources else []), alphabet, a.out, cfg,
-                       language)
+    tok = Tokenizer(read_vocab(a.vocab))  # a subword model's lexicon is spelled in its pieces
+    if tok.subword and cfg.char_order:
+        ctx.log("subword units: no character LM (lm.char_order is for character models)")
+    metrics = build_lm(lm_text(cfg, corpora, train if "transcripts" in cfg.sources else []), tok.alphabet, a.out, cfg,
+                       language, tok.spell if tok.subword else None)
     ctx.lineage.update({k: metrics.pop(k) for k in list(metrics) if k.endswith("_seconds")})  # timings
     out = Path(a.out)
     lexicon, heard = read_lexicon_words(out / "lexicon.txt"), {w for t in train for w in words(t).split()}
@@ -40,7 +42,7 @@ def run(ctx: Context) -> dict:
         # training transcript has
         metrics.update({f"{split}_{k}": v for k, v in oov_stats(texts, lexicon).items() if k != "oov_rate"})
         metrics[f"{split}_train_oov_rate"] = oov_stats(texts, heard)["oov_rate"]
-        if cfg.char_order:
+        if cfg.char_order and not tok.subword:
             metrics.update({f"char_{split}_{k}": v
                             for k, v in perplexity(out / "char.bin", raw, chars=True).items()})
     ctx.log(f"{cfg.order}-gram over {metrics['sentences']} sentences, {metrics['vocabulary']} words kept "

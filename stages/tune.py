@@ -43,7 +43,7 @@ def run(ctx: Context) -> dict:
             f"{t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, {r.grid_seconds:.1f} s")
     for edge in grid_edges(r.grid, best):
         ctx.log(f"warning: the best point sits on the grid's edge ({edge}): widen tune.alpha/tune.beta")
-    other = alternative_mode(ctx.params) if r.cfg.mode == ctx.params["decode"]["mode"] else None
+    other = alternative_mode(ctx.params, r.subword) if r.cfg.mode == ctx.params["decode"]["mode"] else None
     if other:  # evaluated beside the headline mode: its own alpha/beta on the same grid
         alt = tune(*inputs, mode=other, metric=m)
         write_csv(out / f"grid-{other}.csv", alt.grid)

@@ -1,11 +1,12 @@
-"""Stage 'vocab': the character vocabulary of the training transcripts, and the characters the
-scored splits need that it lacks (a model cannot emit them: each is an error it cannot avoid)."""
+"""Stage 'vocab': the vocabulary of the training transcripts (characters, or SentencePiece BPE
+pieces with vocab.units: bpe), and the characters the scored splits need that it lacks (a
+model cannot emit them: each is an error it cannot avoid)."""
 
 from pathlib import Path
 
 from asrflow.data.manifest import read_manifest
 from asrflow.pipeline.stagekit import Context, main
-from asrflow.text.vocab import build_vocab, write_vocab
+from asrflow.text.vocab import Tokenizer, build_bpe_vocab, build_vocab, write_vocab
 
 
 def add_args(p):
@@ -15,18 +16,29 @@ def add_args(p):
 
 
 def run(ctx: Context) -> dict:
-    rows = read_manifest(f"{ctx.args.manifests}/train.parquet")
-    tokens, dropped = build_vocab(rows["text"], ctx.params["vocab"]["min_count"])
-    write_vocab(tokens, ctx.args.out)
+    rows, v = read_manifest(f"{ctx.args.manifests}/train.parquet"), ctx.params["vocab"]
+    tokens, dropped = build_vocab(rows["text"], v["min_count"])
     if dropped:
         ctx.log(f"dropped rare characters (count < min_count): {dropped}")
-    ctx.tracker.log_artifact(ctx.args.out)
     metrics = {"tokens": len(tokens), "dropped_characters": len(dropped)}
+    if v["units"] == "bpe":
+        if ctx.params["datasets"][ctx.dataset]["language"] == "zh":
+            raise SystemExit(f"params.yaml: 'vocab.units' is bpe, but {ctx.dataset} is Mandarin, whose units are "
+                             "characters (no spaces to split words at): set vocab.units: char")
+        chars = set(tokens[2:])
+        try:
+            tokens = build_bpe_vocab((t for t in rows["text"] if set(t.replace(" ", "")) <= chars), v["bpe_size"])
+        except ValueError as e:
+            raise SystemExit(f"params.yaml: 'vocab.bpe_size' = {v['bpe_size']}: {e}") from None
+        metrics.update(tokens=len(tokens), subword_pieces=len(tokens) - 2)
+        ctx.log(f"SentencePiece BPE: {len(tokens) - 2} pieces (vocab.bpe_size {v['bpe_size']})")
+    write_vocab(tokens, ctx.args.out)
+    ctx.tracker.log_artifact(ctx.args.out)
     for path in sorted(Path(ctx.args.manifests).glob("*.parquet")):
         if path.stem in ("train", "rejects"):
             continue
         text = "".join(read_manifest(path)["text"]).replace(" ", "")
-        missing = sorted(set(text) - set(tokens))
+        missing = sorted(set(text) - Tokenizer(tokens).alphabet)
         share = 100 * sum(text.count(c) for c in missing) / max(len(text), 1)
         metrics.update({f"{path.stem}_unknown_characters": len(missing),
                         f"{path.stem}_unknown_char_rate": round(share, 3)})

@@ -2,8 +2,9 @@
 executor (profiles/local-cluster) logging to a `make mlflow-server` tracking server; its
 outputs pushed to the repo's default DVC remote and pulled into a fresh clone that then has
 nothing to recompute; two experiments queued with `dvc exp run --queue` and run by
-`dvc queue start`; the Slurm profile's dry run. Its model is the seeds' Jasper (a tiny one),
-so a family other than the default goes through every stage, registry included."""
+`dvc queue start`; the Slurm profile's dry run. Its model is the seeds' Jasper (a tiny one)
+with SentencePiece BPE units, so a family and units other than the defaults go through every
+stage, registry and `asrflow transcribe` included."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def server_repo(tmp_path_factory):
     """A repo copy with `make mlflow-server` running in it on a free 127.0.0.1 port."""
     p = tiny_params()
     p["model"].update(family="jasper", jasper=TINY_FAMILIES["jasper"])
+    p["vocab"].update(units="bpe", bpe_size=64)
     repo = copy_repo(tmp_path_factory.mktemp("team") / "repo", p)
     port = free_port()
     with serving(["make", "-s", "mlflow-server", f"MLFLOW_PORT={port}"], repo, port, timeout_s=120) as uri:
@@ -57,6 +59,10 @@ def test_tiny_pipeline_through_the_generic_cluster_executor(cluster_run):
 def test_every_stage_logged_to_the_tracking_server(cluster_run):
     repo, uri, _ = cluster_run
     assert json.loads((repo / "lineage/synth/train.json").read_text())["model_family"] == "jasper"
+    tokens = (repo / "data/synth/vocab.txt").read_text().splitlines()
+    assert len(tokens) == 2 + 63 and any(t.startswith("\u2581") for t in tokens)  # pieces, not characters
+    lexicon = (repo / "data/synth/lm/lexicon.txt").read_text().splitlines()
+    assert all(line.split("\t")[1].startswith("\u2581") for line in lexicon if not line.startswith("<"))
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("asrflow-synth")
     runs = [r for r in client.search_runs([exp.experiment_id], max_results=100) if "asrflow.stage" in r.data.tags]
@@ -73,8 +79,8 @@ def test_every_stage_logged_to_the_tracking_server(cluster_run):
 
 
 def test_the_registered_jasper_model_transcribes_like_evaluate(cluster_run):
-    """The registry on the tracking server hands on the Jasper model: `asrflow transcribe` by
-    its URI gives the evaluate stage's beam+LM hypotheses."""
+    """The registry on the tracking server hands on the Jasper model (BPE units): `asrflow
+    transcribe` by its URI gives the evaluate stage's beam+LM hypotheses."""
     import pandas as pd
 
     repo, uri, _ = cluster_run

@@ -60,6 +60,9 @@ class BeamSearch:
         self._decoder = None
         self._weights: tuple[float, float] | None = None
         if cfg.mode == "lexicon_free":
+            if self.tokenizer.subword:
+                raise DecodeSetupError("decode.mode is lexicon_free, which spells characters, but the model's units "
+                                       "are subword pieces (vocab.units: bpe): use decode.mode: lexicon")
             char_lm = lm_dir / "char.bin"
             if not char_lm.exists():
                 raise DecodeSetupError(f"decode.mode is lexicon_free but {char_lm} does not exist: set "
@@ -146,7 +149,7 @@ class BeamSearch:
     def hotword_decoder(self, hotwords: list[str], boost: float) -> tuple[Any, list[str]]:
         """A lexicon decoder (at the current weights) that adds ``boost`` to the LM log-score
         (before alpha scales it) of each word of ``hotwords`` (words, or phrases whose words
-        are boosted each), spelling any that the lexicon lacks letter by letter (the LM
+        are boosted each), spelling any that the lexicon lacks in the model's tokens (the LM
         scores those as its unknown word); and the word list its word indices name. The last
         few are kept. Raises ValueError for a word with a character outside the tokens, or in
         lexicon-free mode."""
@@ -159,9 +162,8 @@ class BeamSearch:
         key = (wanted, float(boost), self._weights)
         if key in self._hot:
             return self._hot[key]
-        known = set(self.tokens) - {BLANK, SPACE}
         for w in wanted:
-            bad = sorted(set(w) - known)
+            bad = sorted(self.tokenizer.unknown_chars(w))
             if bad:
                 raise ValueError(f"hotword {w!r} has characters the model cannot spell: {''.join(bad)}")
         words = [self.word_dict.get_entry(i) for i in range(self.word_dict.index_size())]
@@ -171,7 +173,7 @@ class BeamSearch:
             if w not in index:
                 index[w] = len(words)
                 words.append(w)
-                spellings[index[w]] = [list(w)]
+                spellings[index[w]] = [self.tokenizer.spell(w)]
         bonus = {index[w]: float(boost) for w in wanted}
         lm = _BoostedLM(self.lm, self.unk, self.word_dict.index_size(), bonus)
         trie = self._trie(spellings, bonus)

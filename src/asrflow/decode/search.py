@@ -43,11 +43,13 @@ def grid_from_params(tune: dict[str, Any]) -> list[GridPoint]:
     return make_grid(tuple(tune["alpha"]), tune["alpha_count"], tuple(tune["beta"]), tune["beta_count"])
 
 
-def alternative_mode(params: dict[str, Any]) -> str | None:
+def alternative_mode(params: dict[str, Any], subword: bool = False) -> str | None:
     """The decoding mode tuned and evaluated beside ``decode.mode``: lexicon-free with the
-    character LM when the lm stage builds one (``lm.char_order``) and the headline is the
-    lexicon (so the report shows which handles out-of-vocabulary words better)."""
-    return "lexicon_free" if params["decode"]["mode"] == "lexicon" and params["lm"]["char_order"] else None
+    character LM when the lm stage builds one (``lm.char_order``, for a character model, not
+    a ``subword`` one) and the headline is the lexicon (so the report shows which handles
+    out-of-vocabulary words better)."""
+    lexicon, char_lm = params["decode"]["mode"] == "lexicon", params["lm"]["char_order"] and not subword
+    return "lexicon_free" if lexicon and char_lm else None
 
 
 def search_config(params: dict[str, Any]) -> BeamConfig:
@@ -105,6 +107,7 @@ class TuneResult:
     cfg: BeamConfig              # the settings the grid was searched with
     grid_seconds: float
     acoustic_seconds: float      # acoustic model time (as measured when computed, if cached)
+    subword: bool = False        # the model's units are subword pieces (no character LM)
 
 
 def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cache_dir: str | Path,
@@ -128,4 +131,5 @@ def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cac
         cfg = dataclasses.replace(cfg, mode=mode)
     t0 = time.perf_counter()
     grid = run_grid(grid_from_params(t), logprobs, refs, tokens, lm_dir, cfg, t["workers"])
-    return TuneResult(grid, best_point(grid, metric), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds)
+    return TuneResult(grid, best_point(grid, metric), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds,
+                      tokenizer.subword)

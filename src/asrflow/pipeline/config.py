@@ -90,6 +90,9 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if decode["mode"] == "lexicon_free" and not lm["char_order"]:
         raise ParamsError("params.yaml: 'decode.mode: lexicon_free' needs a character LM: set 'lm.char_order' "
                           "(e.g. 6)")
+    if decode["mode"] == "lexicon_free" and p["vocab"]["units"] == "bpe":
+        raise ParamsError("params.yaml: 'decode.mode: lexicon_free' spells characters, but 'vocab.units' is bpe: "
+                          "use decode.mode: lexicon (the lexicon is spelled in the pieces)")
     ds2 = p["model"]["deepspeech2"]
     if ds2["lookahead"] and ds2["bidirectional"]:
         raise ParamsError("params.yaml: 'model.deepspeech2.lookahead' is for unidirectional models: set "

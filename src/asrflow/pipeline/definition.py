@@ -201,7 +201,7 @@ STAGES: list[Stage] = [
           deps=[f"{MAN}/"], outs=[STATS], params=["seed", "features", "stats"], metrics=[f"{MET}/stats.json"],
           compared=("utterances", "frames")),
     Stage("vocab", {"manifests": f"{MAN}/", "out": VOCAB, "metrics": f"{MET}/vocab.json"},
-          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab"], metrics=[f"{MET}/vocab.json"],
+          deps=[f"{MAN}/"], outs=[VOCAB], params=["vocab", "datasets.{dataset}.language"], metrics=[f"{MET}/vocab.json"],
           compared=("tokens", "*_unknown_char_rate")),
     Stage("lm", {"archives": f"{ARCH}/", "manifests": f"{MAN}/", "vocab": VOCAB, "out": f"{LM}/",
                  "metrics": f"{MET}/lm.json"},

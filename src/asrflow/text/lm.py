@@ -8,7 +8,8 @@ Outputs of :func:`build_lm` in the LM directory:
 - ``lm.arpa``, ``lm.bin`` and ``lexicon.txt``: the word n-gram and its spelling lexicon
   (flashlight format) for lexicon-constrained beam search;
 - ``char.arpa``, ``char.bin`` when ``char_order`` > 0: a character n-gram over the
-  acoustic model's tokens (``|`` between words) for lexicon-free beam search.
+  acoustic model's tokens (``|`` between words) for lexicon-free beam search. A subword
+  model (``vocab.units: bpe``) gets a lexicon spelled in its pieces and no character LM.
 
 A character language (``zh``) has no word boundaries to learn: its "words" are its
 characters. The LM text is normalised as its transcripts are (:func:`asrflow.text.normalize.
@@ -27,10 +28,11 @@ import os
 import shutil
 import signal
 import subprocess
+import dataclasses
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -259,13 +261,17 @@ def _build_one(text: Path, out_dir: Path, name: str, order: int, cfg: LMConfig) 
 
 
 def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg: LMConfig,
-             language: str = "en") -> dict[str, Any]:
+             language: str = "en", spell: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
     """Normalise ``lines`` and build the word LM (and the character LM if ``cfg.char_order``).
 
     Returns metrics: text statistics, vocabulary kept and words mapped to <unk>, n-gram
     counts, sizes on disk and timings, the character LM's under ``char_``. For ``zh`` the
-    words are characters (see the module's docstring).
+    words are characters (see the module's docstring). ``spell`` spells a lexicon word in
+    the acoustic model's tokens (default: its characters, then ``|``); a subword model's
+    (:meth:`Tokenizer.spell`) gets no character LM, whose tokens would not be its own.
     """
+    if spell is not None and cfg.char_order:
+        cfg = dataclasses.replace(cfg, char_order=0)
     chars_are_words = language == "zh"
     if chars_are_words and not cfg.char_order:
         raise LMError("params.yaml: 'lm.char_order' is 0, but a zh dataset's n-gram is over characters: set it "
@@ -303,17 +309,19 @@ def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg:
                 for line in fi:
                     fo.write(char_sentence(line.rstrip("\n")) + "\n")
             metrics.update({f"char_{k}": v for k, v in _build_one(chars, out_dir, "char", cfg.char_order, cfg).items()})
-    write_lexicon(sorted(keep), out_dir / "lexicon.txt", separator=not chars_are_words)
+    if spell is None:
+        spell = list if chars_are_words else (lambda w: [*w, SPACE])
+    write_lexicon(sorted(keep), out_dir / "lexicon.txt", spell)
     return metrics
 
 
-def write_lexicon(words: Iterable[str], path: Path, separator: bool = True) -> None:
-    """flashlight lexicon: ``word<TAB>c h a r s |`` per line (without the ``|`` when words are
-    not separated, as characters of a character language are not)."""
-    end = f" {SPACE}" if separator else ""
+def write_lexicon(words: Iterable[str], path: Path, spell: Callable[[str], list[str]]) -> None:
+    """flashlight lexicon: ``word<TAB>t o k e n s`` per line, spelled by ``spell``: a
+    character model's ``c h a r s |`` (no ``|`` when words are not separated, as characters
+    of a character language are not), a subword model's pieces."""
     with open(path, "w", encoding="utf-8") as f:
         for w in words:
-            f.write(f"{w}\t{' '.join(w)}{end}\n")
+            f.write(f"{w}\t{' '.join(spell(w))}\n")
 
 
 def perplexity(model_path: str | Path, sentences: Iterable[str], chars: bool = False) -> dict[str, float]:
