@@ -24,9 +24,10 @@ PEOPLE = tuple(_LISTS["people"]) + tuple(_LISTS["names"])
 PLACES = tuple(_LISTS["places"])
 THINGS = tuple((mw, tuple(nouns)) for mw, nouns in _LISTS["things"])
 NOUNS = tuple(n for _, nouns in THINGS for n in nouns)
-FUNCTION_WORDS = ("在", "了", "觉得", "这", "我们", "一起", "去", "的", "打算", "请", "你", "把", "那", "交给", "和", "找")
+FUNCTION_WORDS = ("在", "了", "觉得", "这", "我们", "一起", "去", "的", "打算", "请", "你", "把", "那", "交给", "和", "找",
+                  "说", "件", "事情", "真是", "做事", "总是")
 #: Open-class words a held-out (out-of-vocabulary) choice is made from.
-OOV_SOURCES = (PEOPLE, PLACES, NOUNS, tuple(_LISTS["adjectives"]))
+OOV_SOURCES = (PEOPLE, PLACES, NOUNS, tuple(_LISTS["adjectives"]), tuple(_LISTS["idioms"]))
 
 
 class SentenceGenerator:
@@ -35,7 +36,7 @@ class SentenceGenerator:
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
         self.templates = (self._bought, self._opinion, self._together, self._place_is, self._plans, self._hand_over,
-                          self._meet, self._went_to)
+                          self._meet, self._went_to, self._idiom_said, self._idiom_habit)
 
     def _pick(self, key: str | tuple) -> str:
         return self.rng.choice(_LISTS[key] if isinstance(key, str) else key)
@@ -73,6 +74,12 @@ class SentenceGenerator:
     def _went_to(self) -> list[str]:
         return [self._pick("times"), self._pick(PEOPLE), "去", self._pick(PLACES), "找", self._pick(PEOPLE),
                 self._pick("activities")]
+
+    def _idiom_said(self) -> list[str]:
+        return [self._pick("times"), self._pick(PEOPLE), "说", "这", "件", "事情", "真是", self._pick("idioms")]
+
+    def _idiom_habit(self) -> list[str]:
+        return [self._pick(PEOPLE), "做事", "总是", self._pick("idioms")]
 
     def sentence(self) -> str:
         return " ".join(self.rng.choice(self.templates)())
