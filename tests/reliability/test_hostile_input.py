@@ -61,6 +61,7 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     (lambda p: p["decode"].update(mode="words"), ["decode.mode", "lexicon_free"]),
     (lambda p: (p["decode"].update(mode="lexicon_free"), p["vocab"].update(units="bpe")), ["decode.mode", "vocab.units"]),
     (lambda p: p["vocab"].update(units="wordpiece"), ["vocab.units", "wordpiece", "bpe"]),
+    (lambda p: p["datasets"]["synth"].update(word_zipf=1.0), ["datasets.synth.word_zipf", "Mandarin"]),
     (lambda p: p["lm"].update(quantize={"pointer_bits": 22, "prob_bits": 8, "backoff_bits": 8}),
      ["lm.quantize", "trie"]),
     (lambda p: p["lm"].update(prune=[0, 2, 1]), ["lm.prune", "non-decreasing"]),

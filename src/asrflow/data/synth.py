@@ -67,8 +67,9 @@ def plan_corpus(cfg: dict[str, Any], seed: int) -> tuple[list[Utterance], list[s
     sizes["lm"] = int(cfg["lm_sentences"])
     # dev and test hold words no training transcript, LM text or lexicon has, as real speech does
     text = TEXT[cfg["language"]]
-    held = text.held_out_words(cfg["oov_fraction"], seed)
-    sentences = text.generate_splits(sizes, seed, held_out=held, oov_splits=("dev", "test"))
+    weights = {"zipf": cfg["word_zipf"]} if "word_zipf" in cfg else {}  # the Mandarin generator's (config checks)
+    held = text.held_out_words(cfg["oov_fraction"], seed, **weights)
+    sentences = text.generate_splits(sizes, seed, held_out=held, oov_splits=("dev", "test"), **weights)
     speakers = assign_speakers(cfg, seed)
     rng = random.Random(seed + 1)
     utts: list[Utterance] = []

@@ -3,10 +3,10 @@
 Sentences are words from the hand-written lists in ``synth_words_zh.yaml`` (simplified
 characters, no digits or punctuation) put into a few templates, joined by spaces as
 AISHELL-1's transcripts are word-segmented. Word ``i`` of a list is drawn with weight
-``1/i``, as Zipf's law has the ``i``-th commonest word of a language: the lists' ~2,000
-characters then occur as a language's do, a core heard often and a long tail heard rarely
-or never (a uniform draw gives every rare name and idiom as many examples as the commonest
-words, which no 15-minute training can learn); the manifest stage removes the spaces, so the
+``1/i**zipf`` (Zipf's law, whose exponent is about 1 for a language's words): the lists'
+~2,000 characters then occur as a language's do, a core heard often and a long tail heard
+rarely or never. params.yaml's ``word_zipf`` sets the exponent (the README has what each
+costs the 15-minute chain); the manifest stage removes the spaces, so the
 recognizer sees characters. Deterministic as :mod:`asrflow.data.synth_text` is: one
 ``random.Random(seed)`` per generator, lists in file order, no set iterated for a choice.
 """
@@ -37,21 +37,22 @@ OOV_SOURCES = (PEOPLE, PLACES, NOUNS, tuple(_LISTS["adjectives"]), tuple(_LISTS[
 
 
 @functools.lru_cache(maxsize=None)
-def _zipf(n: int) -> tuple[float, ...]:
-    """Cumulative weights 1/1, 1/2, ..., 1/n."""
-    return tuple(itertools.accumulate(1 / i for i in range(1, n + 1)))
+def _zipf(n: int, exponent: float) -> tuple[float, ...]:
+    """Cumulative weights 1/1**s, 1/2**s, ..., 1/n**s."""
+    return tuple(itertools.accumulate(1 / i ** exponent for i in range(1, n + 1)))
 
 
 class SentenceGenerator:
     """``sentence()``: one Mandarin sentence, words separated by spaces."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, zipf: float = 1.0):
         self.rng = random.Random(seed)
+        self.zipf = zipf
         self.templates = (self._bought, self._opinion, self._together, self._place_is, self._plans, self._hand_over,
                           self._meet, self._went_to, self._idiom_said, self._idiom_habit)
 
     def _zipf_choice(self, seq: Sequence) -> Any:
-        return self.rng.choices(seq, cum_weights=_zipf(len(seq)))[0]
+        return self.rng.choices(seq, cum_weights=_zipf(len(seq), self.zipf))[0]
 
     def _pick(self, key: str | tuple) -> str:
         return self._zipf_choice(_LISTS[key] if isinstance(key, str) else key)
@@ -111,14 +112,14 @@ def characters() -> list[str]:
     return sorted({c for w in vocabulary() for c in w})
 
 
-def held_out_words(fraction: float, seed: int) -> frozenset[str]:
+def held_out_words(fraction: float, seed: int, zipf: float = 1.0) -> frozenset[str]:
     """Words kept out of every split but the out-of-vocabulary ones (dev and test): a seeded
     choice of open-class words (:data:`OOV_SOURCES`) whose share of the word tokens of freely
     generated sentences, estimated on a sample, first reaches ``fraction``; the characters
     only they have are then unheard in training too."""
     if fraction <= 0:
         return frozenset()
-    gen = SentenceGenerator(seed + 7919)
+    gen = SentenceGenerator(seed + 7919, zipf)
     counts: dict[str, int] = {}
     for _ in range(4000):
         for w in gen.sentence().split():
@@ -135,6 +136,7 @@ def held_out_words(fraction: float, seed: int) -> frozenset[str]:
 
 
 def generate_splits(sizes: dict[str, int], seed: int, held_out: frozenset[str] = frozenset(),
-                    oov_splits: Iterable[str] = ()) -> dict[str, list[str]]:
+                    oov_splits: Iterable[str] = (), zipf: float = 1.0) -> dict[str, list[str]]:
     """Disjoint lists of unique sentences, as :func:`asrflow.data.synth_text.generate_splits`."""
-    return _generate_splits(sizes, seed, held_out, oov_splits, generator=SentenceGenerator)
+    return _generate_splits(sizes, seed, held_out, oov_splits, generator=functools.partial(SentenceGenerator,
+                                                                                          zipf=zipf))

@@ -128,6 +128,9 @@ def _check_semantics(p: dict[str, Any]) -> None:
         if missing:
             raise ParamsError(f"params.yaml: '{name}.splits' names subsets {missing} that "
                               f"'{name}.utterances' does not generate ({', '.join(s['utterances'])})")
+        if "word_zipf" in s and s["language"] != "zh":
+            raise ParamsError(f"params.yaml: '{name}.word_zipf' weights the Mandarin generator's words; the English "
+                              "generator has weights of its own: remove it")
     if p["dataset"] not in p["datasets"]:
         raise ParamsError(f"params.yaml: 'dataset' is {p['dataset']!r}, which 'datasets' does not define "
                           f"(defined: {', '.join(p['datasets'])})")
