@@ -72,7 +72,14 @@ def product_digests(repo: Path, dataset: str = "synth") -> dict[str, str]:
 def copy_project(src: Path, dest: Path, link: tuple[str, ...] = (".venv", ".tools")) -> Path:
     """A fresh git repo at ``dest`` with the project's files (tracked + untracked, not ignored,
     minus a run's own products such as dvc.lock and metrics/), as a clone would hold them;
-    ``link`` entries (the installed environment) are symlinked."""
+    ``link`` entries (the installed environment) are symlinked. Refuses a stale environment:
+    the copy's own ``make`` would re-install the shared .venv from the copy."""
+    installed = src / ".venv" / ".installed"
+    stale = [f for f in ("pyproject.toml", "requirements.txt")
+             if ".venv" in link and installed.exists() and (src / f).stat().st_mtime > installed.stat().st_mtime]
+    if stale:
+        raise RuntimeError(f"{', '.join(stale)} changed since .venv was installed: run `make install` first (a repo "
+                           "copy's make would re-install the shared .venv from the copy)")
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, check=True,
                            capture_output=True).stdout.decode().split("\0")
     for f in filter(None, files):

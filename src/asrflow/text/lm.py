@@ -28,12 +28,11 @@ import os
 import shutil
 import signal
 import subprocess
-import dataclasses
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -271,7 +270,7 @@ def build_lm(lines: Iterable[str], alphabet: set[str], out_dir: str | Path, cfg:
     (:meth:`Tokenizer.spell`) gets no character LM, whose tokens would not be its own.
     """
     if spell is not None and cfg.char_order:
-        cfg = dataclasses.replace(cfg, char_order=0)
+        cfg = replace(cfg, char_order=0)
     chars_are_words = language == "zh"
     if chars_are_words and not cfg.char_order:
         raise LMError("params.yaml: 'lm.char_order' is 0, but a zh dataset's n-gram is over characters: set it "

@@ -25,7 +25,6 @@ from asrflow.common.files import write_text
 BLANK = "<blank>"
 SPACE = "|"
 WORD_START = "\u2581"  # SentencePiece's word-start mark
-UNITS = ("char", "bpe")
 _WS = re.compile(r"\s+")
 
 
