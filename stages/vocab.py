@@ -17,21 +17,23 @@ def add_args(p):
 
 def run(ctx: Context) -> dict:
     rows, v = read_manifest(f"{ctx.args.manifests}/train.parquet"), ctx.params["vocab"]
+    # every declared key is read, whatever the units (a bpe_size edit re-runs this stage alone under DVC)
+    units, size, language = v["units"], v["bpe_size"], ctx.params["datasets"][ctx.dataset]["language"]
     tokens, dropped = build_vocab(rows["text"], v["min_count"])
     if dropped:
         ctx.log(f"dropped rare characters (count < min_count): {dropped}")
     metrics = {"tokens": len(tokens), "dropped_characters": len(dropped)}
-    if v["units"] == "bpe":
-        if ctx.params["datasets"][ctx.dataset]["language"] == "zh":
+    if units == "bpe":
+        if language == "zh":
             raise SystemExit(f"params.yaml: 'vocab.units' is bpe, but {ctx.dataset} is Mandarin, whose units are "
                              "characters (no spaces to split words at): set vocab.units: char")
         chars = set(tokens[2:])
         try:
-            tokens = build_bpe_vocab((t for t in rows["text"] if set(t.replace(" ", "")) <= chars), v["bpe_size"])
+            tokens = build_bpe_vocab((t for t in rows["text"] if set(t.replace(" ", "")) <= chars), size)
         except ValueError as e:
-            raise SystemExit(f"params.yaml: 'vocab.bpe_size' = {v['bpe_size']}: {e}") from None
+            raise SystemExit(f"params.yaml: 'vocab.bpe_size' = {size}: {e}") from None
         metrics.update(tokens=len(tokens), subword_pieces=len(tokens) - 2)
-        ctx.log(f"SentencePiece BPE: {len(tokens) - 2} pieces (vocab.bpe_size {v['bpe_size']})")
+        ctx.log(f"SentencePiece BPE: {len(tokens) - 2} pieces (vocab.bpe_size {size})")
     write_vocab(tokens, ctx.args.out)
     ctx.tracker.log_artifact(ctx.args.out)
     for path in sorted(Path(ctx.args.manifests).glob("*.parquet")):

@@ -563,7 +563,7 @@ PARAM_EDITS = [
     ("model.jasper.subsampling.kernel", lambda v: v + 2, set(), set()),  # a family not chosen
     ("datasets.synth.rate", lambda v: [v[0] + 1, v[1]], {"download"}, EVERY),  # a source option
     ("datasets.synth.resample", True, {"download", "manifest"}, EVERY),  # read by the manifest stage too
-    ("datasets.synth.language", "zh", {"download", "manifest", "lm", "tune", "report"}, EVERY),
+    ("datasets.synth.language", "zh", {"download", "manifest", "vocab", "lm", "tune", "report"}, EVERY),
     ("seed", lambda v: v + 1, {"download", "stats", "train"}, EVERY),
 ]
 
