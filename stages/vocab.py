@@ -36,11 +36,12 @@ def run(ctx: Context) -> dict:
         ctx.log(f"SentencePiece BPE: {len(tokens) - 2} pieces (vocab.bpe_size {size})")
     write_vocab(tokens, ctx.args.out)
     ctx.tracker.log_artifact(ctx.args.out)
+    known = Tokenizer(tokens).alphabet
     for path in sorted(Path(ctx.args.manifests).glob("*.parquet")):
         if path.stem in ("train", "rejects"):
             continue
         text = "".join(read_manifest(path)["text"]).replace(" ", "")
-        missing = sorted(set(text) - Tokenizer(tokens).alphabet)
+        missing = sorted(set(text) - known)
         share = 100 * sum(text.count(c) for c in missing) / max(len(text), 1)
         metrics.update({f"{path.stem}_unknown_characters": len(missing),
                         f"{path.stem}_unknown_char_rate": round(share, 3)})
