@@ -31,7 +31,7 @@ def closed_port() -> int:
 @pytest.mark.parametrize("uri, words", [
     (f"http://127.0.0.1:{closed_port()}", ["is unreachable", "MLFLOW_TRACKING_URI"]),
     ("sqlite:////proc/asrflow-no-such-dir/mlflow.db", ["cannot create /proc/asrflow-no-such-dir"]),
-])
+], ids=["closed-http-port", "sqlite-in-proc"])  # fixed ids: every pytest-xdist worker collects the same tests
 def test_unusable_tracking_store_fails_the_stage_before_any_work(data_repo, uri, words):
     out = data_repo / "runs/vocab-untracked.txt"
     t0 = time.perf_counter()

@@ -2,6 +2,10 @@
 from a spoken WAV (`--use-fake-device-for-media-stream --use-file-for-fake-audio-capture`),
 driven over the DevTools protocol: Record, partial transcripts while it listens, Stop, the
 final transcript with its word times; then a file uploaded through the page's file input.
+
+The served model was trained in the fixture until it gives back the sentences it heard
+(:func:`serve_fixtures.make_trained_checkpoint`), so the page must show the words spoken,
+and it must show what `POST /transcribe` gives for the very samples the page streamed.
 Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import io
 import itertools
 import json
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -21,8 +26,12 @@ import pytest
 import soundfile as sf
 from websockets.sync.client import connect
 
-from mlflow_browser import _chromium_cmd, _stop, artifacts_dir, chromium_binary, free_port
-from test_server import TOKEN, post, server  # noqa: F401  (the module's server fixture)
+from asrflow.serve.package import package_model
+from mlflow_browser import _chromium_cmd, _stop, artifacts_dir, chromium_binary, free_port, serving
+from serve_fixtures import SENTENCES, SETTINGS, make_lm, make_trained_checkpoint, speak
+from test_server import TOKEN, post
+
+SPOKEN = "the cat sat on the mat and the dog sat on the log"  # what the microphone says
 
 
 class Page:
@@ -62,11 +71,28 @@ class Page:
         path.write_bytes(b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`asrflow serve` with a model that learned SPOKEN (also in a second voice and after
+    0.3 s of silence) and the LM's other sentences, the LM knowing them all."""
+    d = tmp_path_factory.mktemp("demo-server")
+    utterances = [(speak(s, d / f"{i}.wav"), s) for i, s in enumerate(sorted(set(SENTENCES)))]
+    utterances += [(speak(SPOKEN, d / "speech.wav"), SPOKEN), (speak(SPOKEN, d / "us.wav", "en-us"), SPOKEN)]
+    utterances += [(speak(SPOKEN, d / "padded.wav", pad="0.3"), SPOKEN)]
+    lm = make_lm(d / "lm", SENTENCES + [SPOKEN])
+    pkg = package_model(d / "pkg", make_trained_checkpoint(d / "model.pt", utterances), lm, SETTINGS)
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "asrflow"), "serve", "--model", str(pkg), "--port", str(port),
+           "--token", TOKEN]
+    with serving(cmd, d, port, timeout_s=120) as url:
+        yield {"url": url, "speech": d / "speech.wav"}
+
+
 @pytest.fixture
-def browser(server):  # noqa: F811
+def browser(server):
     d = Path(tempfile.mkdtemp(prefix="asrflow-demo-"))
-    wav = d / "mic.wav"  # what the fake microphone hears (Chromium loops it)
-    subprocess.run(["sox", str(server["speech"]), "-r", "48000", str(wav)], check=True)
+    wav = d / "mic.wav"  # what the fake microphone hears (Chromium loops it): SPOKEN, then 3 s of silence
+    subprocess.run(["sox", str(server["speech"]), "-r", "48000", str(wav), "pad", "0.3", "3"], check=True)
     port = free_port()
     cmd = _chromium_cmd(chromium_binary(), str(d / "profile"), 0, (1000, 800))
     cmd = [c for c in cmd if not c.startswith(("--virtual-time-budget", "--mute-audio"))]
@@ -92,7 +118,7 @@ def browser(server):  # noqa: F811
         _stop(proc)
 
 
-def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  # noqa: F811
+def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):
     page, out = browser, artifacts_dir()
     page.call("Page.enable")
     page.call("Page.navigate", url=f"{server['url']}/?token={TOKEN}")
@@ -107,7 +133,9 @@ def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  
                .observe(document.getElementById('partial'), {childList: true, characterData: true, subtree: true});
                document.getElementById('record').click()""")
     page.wait("document.getElementById('status').textContent === 'listening'")
-    page.wait("window.partials >= 2", timeout_s=30)
+    # partials while it listens, until the whole sentence has been heard (it ends 0.3 + ~3 s in)
+    page.wait(f"window.partials >= 2 && document.getElementById('partial').textContent === {json.dumps(SPOKEN)}",
+              timeout_s=20)
     page.screenshot(out / "asrflow-serve-demo-listening.png")
     page.js("document.getElementById('stop').click()")
     status = page.wait("document.getElementById('status').textContent.startsWith('done') && "
@@ -116,7 +144,7 @@ def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  
     assert seconds > 1.0, status
     final = page.js("document.getElementById('final').textContent")
     rows = page.js("[...document.querySelectorAll('#words tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
-    assert final and final != "(nothing recognised)" and [r[0] for r in rows] == final.split(), (final, rows)
+    assert final == SPOKEN and [r[0] for r in rows] == final.split(), (final, rows)
     assert all(float(r[1]) <= float(r[2]) <= seconds + 0.05 for r in rows), rows
     page.screenshot(out / "asrflow-serve-demo-final.png")
     # the transcript shown is the one the model gives for what the microphone streamed, decoded
@@ -130,8 +158,9 @@ def test_the_demo_page_transcribes_the_microphone_and_a_file(server, browser):  
     assert again["text"] and final == again["text"] and [r[0] for r in rows] == [w["word"] for w in again["words"]]
     metrics = urllib.request.urlopen(server["url"] + "/metrics").read().decode()
     assert 'asrflow_requests_total{endpoint="stream",status="200"}' in metrics
-    # a file through the page's file input: the transcript POST /transcribe gives for it
+    # a file through the page's file input: its words, the transcript POST /transcribe gives for it
     want = post(server["url"], server["speech"].read_bytes())[1]
+    assert want["text"] == SPOKEN
     page.js("document.getElementById('status').textContent = 'choosing a file'")
     doc = page.call("DOM.getDocument")
     node = page.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="#file")["nodeId"]
