@@ -66,11 +66,11 @@ run: install
 repro: install
 	$(VENV)/bin/asrflow repro $(ARGS)
 
-# The suite on $(TEST_JOBS) pytest-xdist workers, one test file at a time each, in the order
-# tests/conftest.py gives (heaviest first).
+# The suite on $(TEST_JOBS) pytest-xdist workers, each test file whole on one worker (its module
+# fixtures, the expensive runs, are made once).
 TEST_JOBS  ?= $(JOBS)
 test: install
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 # The peer decoder bench_decode.py compares against lives in its own environment:
 # pyctcdecode pins numpy<2, which would drag the product's stack back, so it is

@@ -24,20 +24,6 @@ os.environ["PATH"] = os.pathsep.join([str(REPO / ".venv" / "bin"), str(REPO / ".
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
-# `make test` runs the files on pytest-xdist workers, each file whole on one worker (its
-# module fixtures, the expensive runs, are made once) and in the order below (--dist loadfile
-# --no-loadscope-reorder): the files that run whole pipelines first (~12, 8, 6 and 5 min
-# of a 2-core run), so the light ones fill the end and the workers finish together.
-HEAVY_FIRST = ["test_e2e.py", "test_cluster.py", "test_scaling.py", "models/test_families.py",
-               "reliability/test_orchestration_faults.py", "test_mandarin.py", "train/test_learning.py",
-               "reliability/test_training_faults.py", "reliability/test_hostile_input.py"]
-
-
-def pytest_collection_modifyitems(items) -> None:
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    tests = REPO / "tests"
-    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))  # stable
-
 
 def config(cls, block: str, **overrides):
     """``cls.from_params`` of params.yaml's ``block`` with ``overrides``: the library's config
