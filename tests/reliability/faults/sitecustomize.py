@@ -9,6 +9,11 @@ point of the real code, without changing that code.
 Optional keys: ``"reads": true`` counts files opened for reading too, and
 ``"action": "stop"`` sends SIGSTOP instead of SIGKILL: the process freezes at that point
 until the test, having changed the world under it, sends SIGCONT.
+
+The signal goes to the thread that hit the event (``pthread_kill``), not to the process:
+a process-directed SIGSTOP is taken by the main thread, and until it is scheduled the
+thread that hit the event runs on. MLflow copies artifacts on a thread pool, so on a busy
+machine that thread could finish reading the file the test then deletes "under" it.
 """
 
 import json
@@ -16,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import threading
 
 _spec = os.environ.get("ASRFLOW_FAULT")
 if _spec:
@@ -37,6 +43,7 @@ if _spec:
         if _pattern.search(os.fsdecode(args[0])):
             _seen[0] += 1
             if _seen[0] == _fault["nth"]:
-                os.kill(os.getpid(), signal.SIGSTOP if _fault.get("action") == "stop" else signal.SIGKILL)
+                signal.pthread_kill(threading.get_ident(),
+                                    signal.SIGSTOP if _fault.get("action") == "stop" else signal.SIGKILL)
 
     sys.addaudithook(_hook)
