@@ -37,10 +37,15 @@ def make_checkpoint(path: Path, sample_rate: int = 16000, seed: int = 0, **model
                                             "conv_strides": [[2, 2], [2, 1]], **model})
     model = DeepSpeech2(mcfg)
     rng = np.random.default_rng(seed)
-    ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,
-            "stats": {"mean": rng.normal(-4, 1, 40).round(4).tolist(), "std": rng.uniform(1, 3, 40).round(4).tolist()},
-            "features": feat.__dict__, "train": {}, "epoch": 1, "dev_cer": 100.0, "dev_wer": 100.0}
-    torch.save(ckpt, path)
+    stats = {"mean": rng.normal(-4, 1, 40).round(4).tolist(), "std": rng.uniform(1, 3, 40).round(4).tolist()}
+    return save_checkpoint(path, model, stats, feat, epoch=1, dev_cer=100.0, dev_wer=100.0)
+
+
+def save_checkpoint(path: Path, model: DeepSpeech2, stats: dict, feat: FeatureConfig, **extra) -> Path:
+    """``model`` saved with the dict layout train.py writes (``extra``: epoch, dev figures)."""
+    torch.save({"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,
+                "stats": {"mean": list(stats["mean"]), "std": list(stats["std"])}, "features": feat.__dict__,
+                "train": {}, **extra}, path)
     return path
 
 
@@ -111,8 +116,4 @@ def make_trained_checkpoint(path: Path, utterances: list[tuple[Path, str]], seed
             break
     else:
         raise AssertionError(f"the model did not learn its {len(utterances)} utterances in {max_steps} steps")
-    ckpt = {"model_config": mcfg.to_dict(), "state_dict": model.state_dict(), "vocab": TOKENS,
-            "stats": {"mean": stats["mean"], "std": stats["std"]}, "features": feat.__dict__, "train": {},
-            "epoch": step}  # no dev figures: it saw no dev set
-    torch.save(ckpt, path)
-    return path
+    return save_checkpoint(path, model, stats, feat, epoch=step)  # no dev figures: it saw no dev set
