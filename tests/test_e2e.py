@@ -312,13 +312,15 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     run(["git", "add", "dvc.lock", "metrics", "plots", "lineage"], cwd=smk_repo)
     run(git + ["commit", "-qm", "baseline run"], cwd=smk_repo)
     params = (smk_repo / "params.yaml").read_text()
-    (smk_repo / "params.yaml").write_text(re.sub(r"(?m)^  lr: .*$", "  lr: 0.002", params, count=1))
+    old, new = str(yaml.safe_load(params)["train"]["lr"]), "0.0042"  # the tried value differs from any default
+    assert old != new
+    (smk_repo / "params.yaml").write_text(re.sub(r"(?m)^  lr: .*$", f"  lr: {new}", params, count=1))
     dry = run(["snakemake", "-n", "reports/synth_wer.md"], cwd=smk_repo, env=ENV).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.split("Job stats:")[1].split("Reasons")[0], re.M))
     jobs.pop("total", None)
     assert set(jobs) == {"train", "tune", "evaluate", "register", "report"}, dry
     (smk_repo / "params.yaml").write_text(params)
-    out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], cwd=smk_repo, env=ENV).stdout
+    out = run(["dvc", "exp", "run", "-S", f"train.lr={new}"], cwd=smk_repo, env=ENV).stdout
     for s in ("download", "manifest", "stats", "vocab", "lm"):
         assert f"Stage '{s}' didn't change, skipping" in out, out
     for s in ("train", "tune", "evaluate", "register", "report"):
@@ -334,14 +336,14 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     parent = parent_runs(smk_repo)[next(iter(dvc_inv))]
     exp_names = run(["dvc", "exp", "list", "--names-only"], cwd=smk_repo).stdout.split()
     assert parent.info.run_name in exp_names, (parent.info.run_name, exp_names)
-    assert parent.data.tags["asrflow.changed_params"] == "train.lr: 0.0015 → 0.002"
+    assert parent.data.tags["asrflow.changed_params"] == f"train.lr: {old} → {new}"
     assert all(stage in {r.info.run_name for rs in runs.values() for r in rs
                          if r.data.tags["asrflow_invocation"] in dvc_inv} for stage in ("tune", "evaluate", "report"))
     # DVC's views: the experiment beside the baseline, metric and plot changes against HEAD
     shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=smk_repo).stdout)
     lrs = {json.dumps(e.get("data", {}).get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr"))
            for rev in shown for e in [rev] + [x for exp in rev.get("experiments") or [] for x in exp.get("revs", [])]}
-    assert {"0.0015", "0.002"} <= lrs, lrs
+    assert {old, new} <= lrs, lrs
     # what a DVC user compares: the experiment beside its baseline, the changed columns only, less
     # the hash columns of the stages' file dependencies (as the README shows it; kept in test-artifacts/)
     table = run(["dvc", "exp", "show", "--only-changed", "--md", "--no-pager", "--drop", EXP_SHOW_DROP],
@@ -372,7 +374,7 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     # the report compares itself with the previous report runs in MLflow, naming the changed param
     report = (smk_repo / "reports/synth_wer.md").read_text()
     compared = report.split("## Compared with previous runs")[1].split("## ")[0]
-    assert "`train.lr`: 0.0015 → 0.002" in compared, compared
+    assert f"`train.lr`: {old} → {new}" in compared, compared
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ def test_dvc_push_then_pull_in_a_fresh_clone_recomputes_nothing(cluster_run):
 def test_queued_experiments_run_and_show_their_wer(cluster_run):
     repo, uri, _ = cluster_run
     env = {"MLFLOW_TRACKING_URI": uri}
-    for lr in ("0.002", "0.003"):
+    for lr in ("0.002", "0.004"):  # neither the default (an unchanged experiment)
         run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-n", f"lr-{lr}"], cwd=repo, env=env)
     run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=env)
     deadline = time.monotonic() + 600
@@ -127,8 +127,8 @@ def test_queued_experiments_run_and_show_their_wer(cluster_run):
     assert status.count("Success") == 2, status
     shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo).stdout)
     exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) for e in e.get("revs", [])}
-    assert {"lr-0.002", "lr-0.003"} <= set(exps), list(exps)
-    for name in ("lr-0.002", "lr-0.003"):
+    assert {"lr-0.002", "lr-0.004"} <= set(exps), list(exps)
+    for name in ("lr-0.002", "lr-0.004"):
         data = exps[name]["data"]
         lr = data["params"]["params.yaml"]["data"]["train"]["lr"]
         wer = data["metrics"]["metrics/synth/evaluate.json"]["data"]["test"]["beam_wer"]
