@@ -312,7 +312,7 @@ def test_param_edit_reruns_train_and_downstream_only(smk_repo):
     run(["git", "add", "dvc.lock", "metrics", "plots", "lineage"], cwd=smk_repo)
     run(git + ["commit", "-qm", "baseline run"], cwd=smk_repo)
     params = (smk_repo / "params.yaml").read_text()
-    old, new = str(yaml.safe_load(params)["train"]["lr"]), "0.0042"  # the tried value differs from any default
+    old, new = str(yaml.safe_load(params)["train"]["lr"]), "0.002"  # the README's example; differs from the default
     assert old != new
     (smk_repo / "params.yaml").write_text(re.sub(r"(?m)^  lr: .*$", f"  lr: {new}", params, count=1))
     dry = run(["snakemake", "-n", "reports/synth_wer.md"], cwd=smk_repo, env=ENV).stdout
