@@ -1,5 +1,4 @@
-"""Stage 'tune': alpha/beta grid for beam search + KenLM on dev, acoustic model run once (and the
-same grid for lexicon-free decoding with the character LM, when there is one)."""
+"""Stage 'tune': beam search's alpha/beta on dev over a grid, per decoding mode; the acoustic model runs once."""
 
 from pathlib import Path
 
@@ -24,8 +23,7 @@ def run(ctx: Context) -> dict:
     a, t = ctx.args, ctx.params["tune"]
     m = headline(ctx.params["datasets"][ctx.dataset]["language"])  # tuned by WER, or CER for Mandarin
     inputs = (f"{a.model}/model.pt", f"{a.manifests}/dev.parquet", a.lm, a.cache, ctx.params)
-    # a character language decodes lexicon-free with its character LM: with characters as words,
-    # flashlight's lexicon search would end a word on every frame and repeat it
+    # Mandarin decodes lexicon-free: with characters as words, a lexicon search repeats them
     r = tune(*inputs, metric=m, mode="lexicon_free" if m == "cer" else None)
     best, out, M = r.best, Path(a.out), m.upper()
     write_csv(out / "grid.csv", r.grid)
@@ -44,14 +42,16 @@ def run(ctx: Context) -> dict:
     for edge in grid_edges(r.grid, best):
         ctx.log(f"warning: the best point sits on the grid's edge ({edge}): widen tune.alpha/tune.beta")
     other = alternative_mode(ctx.params, r.subword) if r.cfg.mode == ctx.params["decode"]["mode"] else None
-    if other:  # evaluated beside the headline mode: its own alpha/beta on the same grid
-        alt = tune(*inputs, mode=other, metric=m)
+    if other:  # evaluated beside the headline mode: its own alpha/beta, on tune.beside_counts' grid
+        alt = tune(*inputs, mode=other, metric=m, beside=True)
         write_csv(out / f"grid-{other}.csv", alt.grid)
         chosen[other] = {"alpha": alt.best["alpha"], "beta": alt.best["beta"]}
         metrics.update({f"{other}_alpha": alt.best["alpha"], f"{other}_beta": alt.best["beta"],
                         f"{other}_dev_wer": alt.best["wer"], f"{other}_dev_cer": alt.best["cer"]})
-        ctx.lineage[f"{other}_grid_seconds"] = round(alt.grid_seconds, 2)
-        ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev {M} {alt.best[m]:.2f}%")
+        (ac, bc), secs = alt.counts, round(alt.grid_seconds, 2)
+        ctx.lineage.update({f"{other}_alpha_count": ac, f"{other}_beta_count": bc, f"{other}_grid_seconds": secs})
+        ctx.log(f"{other}: best alpha={alt.best['alpha']} beta={alt.best['beta']}: dev {M} {alt.best[m]:.2f}%; "
+                f"{ac}x{bc} grid, {secs} s")
         ctx.tracker.log_artifact(out / f"grid-{other}.csv")
     write_json(out / "best.json", chosen)
     ctx.tracker.log_dataset(f"{a.manifests}/dev.parquet", "dev")

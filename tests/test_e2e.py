@@ -160,6 +160,11 @@ def test_mlflow_has_one_run_per_stage_grouped(smk_repo):
     best = json.loads((smk_repo / "results/synth/tune/best.json").read_text())
     assert tune.data.tags["asrflow.best_point"] == f"alpha={best['alpha']},beta={best['beta']}"
     assert {"grid.csv", "surface.png"} <= {a.path for a in client.list_artifacts(tune.info.run_id)}
+    # lexicon-free decoding, tuned beside it on its own grid (tune.beside_counts) over the same ranges
+    free = (smk_repo / "results/synth/tune/grid-lexicon_free.csv").read_text().splitlines()[1:]
+    a, b = tiny_params()["tune"]["beside_counts"]
+    assert len(free) == a * b != len(grid) and set(best["lexicon_free"]) == {"alpha", "beta"}
+    assert {float(row.split(",")[0]) for row in free} == {float(row.split(",")[0]) for row in grid[::2]}
 
 
 def test_report_lineage_names_commit_dvc_lock_hashes_and_mlflow_run(smk_repo):

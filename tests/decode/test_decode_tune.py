@@ -114,3 +114,9 @@ def test_default_grid_has_the_seeds_shape():
     t = yaml.safe_load((REPO / "params.yaml").read_text())["tune"]
     assert (t["alpha_count"], t["beta_count"]) == (45, 8)
     assert len(grid_from_params(t)) == 360
+    # the mode tuned beside it searches its own coarser grid over the same ranges; null: the same grid
+    beside = grid_from_params(t, beside=True)
+    assert len(beside) == t["beside_counts"][0] * t["beside_counts"][1] < 360
+    ends = lambda g, k: (min(getattr(p, k) for p in g), max(getattr(p, k) for p in g))  # noqa: E731
+    assert all(ends(beside, k) == ends(grid_from_params(t), k) == tuple(t[k]) for k in ("alpha", "beta"))
+    assert grid_from_params({**t, "beside_counts": None}, beside=True) == grid_from_params(t)

@@ -38,9 +38,17 @@ def make_grid(alpha: tuple[float, float], alpha_count: int, beta: tuple[float, f
     return [GridPoint(round(float(a), 6), round(float(b), 6)) for a in alphas for b in betas]
 
 
-def grid_from_params(tune: dict[str, Any]) -> list[GridPoint]:
-    """The grid the ``tune`` block of params.yaml describes."""
-    return make_grid(tuple(tune["alpha"]), tune["alpha_count"], tuple(tune["beta"]), tune["beta_count"])
+def grid_counts(tune: dict[str, Any], beside: bool = False) -> tuple[int, int]:
+    """(alpha_count, beta_count) of the ``tune`` block's grid; ``beside``: of the grid the mode
+    tuned beside ``decode.mode`` searches (``tune.beside_counts``, when set)."""
+    counts = tune["beside_counts"] if beside else None
+    return tuple(counts) if counts else (tune["alpha_count"], tune["beta_count"])
+
+
+def grid_from_params(tune: dict[str, Any], beside: bool = False) -> list[GridPoint]:
+    """The grid the ``tune`` block of params.yaml describes (``beside``: see :func:`grid_counts`)."""
+    a, b = grid_counts(tune, beside)
+    return make_grid(tuple(tune["alpha"]), a, tuple(tune["beta"]), b)
 
 
 def alternative_mode(params: dict[str, Any], subword: bool = False) -> str | None:
@@ -108,17 +116,18 @@ class TuneResult:
     grid_seconds: float
     acoustic_seconds: float      # acoustic model time (as measured when computed, if cached)
     subword: bool = False        # the model's units are subword pieces (no character LM)
+    counts: tuple[int, int] = (0, 0)  # the grid's alpha_count, beta_count
 
 
 def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cache_dir: str | Path,
-         params: dict[str, Any], mode: str | None = None, metric: str = "wer") -> TuneResult:
+         params: dict[str, Any], mode: str | None = None, metric: str = "wer", beside: bool = False) -> TuneResult:
     """Search params.yaml's ``tune`` grid for the alpha/beta with the lowest dev ``metric``
     (WER, or CER for a character language).
 
     The acoustic model runs once over the first ``tune.max_utterances`` dev utterances (the
     log-probs are cached in ``cache_dir``); the grid is decoded with :func:`search_config`'s
-    settings (in decoding ``mode`` if given) on ``tune.workers`` processes. Ties go to the
-    first point in grid order.
+    settings (in decoding ``mode`` if given; ``beside``: on the grid of the mode tuned beside
+    ``decode.mode``) on ``tune.workers`` processes. Ties go to the first point in grid order.
     """
     t = params["tune"]
     logprobs, rows, am_seconds, _ = compute_logprobs(model_pt, dev_manifest, cache_dir, t["max_utterances"])
@@ -130,6 +139,6 @@ def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cac
     if mode:
         cfg = dataclasses.replace(cfg, mode=mode)
     t0 = time.perf_counter()
-    grid = run_grid(grid_from_params(t), logprobs, refs, tokens, lm_dir, cfg, t["workers"])
+    grid = run_grid(grid_from_params(t, beside), logprobs, refs, tokens, lm_dir, cfg, t["workers"])
     return TuneResult(grid, best_point(grid, metric), greedy, len(refs), cfg, time.perf_counter() - t0, am_seconds,
-                      tokenizer.subword)
+                      tokenizer.subword, grid_counts(t, beside))

@@ -167,7 +167,7 @@ def _oov(ev: dict[str, Any], lm: dict[str, Any], unit: str = "word") -> list[str
     charlm = [s for s in ev["splits"] if "charlm_wer" in ev[s]]
     if charlm:
         lines += ["", "Lexicon decoding (word LM) beside lexicon-free decoding (character LM, its own alpha/beta "
-                  "tuned on the same dev grid):", "",
+                  "tuned on dev):", "",
                   "| split | greedy WER / CER | lexicon + word LM WER / CER | lexicon-free + char LM WER / CER |",
                   "|---|---:|---:|---:|"]
         for s in charlm:
@@ -250,6 +250,10 @@ def write_report(dataset: str, metrics: dict[str, dict[str, Any]], curve: list[d
     if lm.get("char_order"):
         lines.append(f"- character {lm['char_order']}-gram for lexicon-free decoding: {lm.get('char_binary_mb', '?')} MB, "
                      f"dev perplexity {lm.get('char_dev_perplexity', '?')} per character")
+    if "lexicon_free_alpha" in tu:  # tuned beside the headline mode, on its own grid over the same ranges
+        lines.append(f"- lexicon-free with the character LM, tuned beside it: alpha = {tu['lexicon_free_alpha']}, "
+                     f"beta = {tu['lexicon_free_beta']} (dev {M} {_fmt(tu[f'lexicon_free_dev_{metric}'])}%, alpha x beta "
+                     f"grid {tu.get('lexicon_free_alpha_count', '?')} x {tu.get('lexicon_free_beta_count', '?')})")
     lines += ["", "![alpha/beta error surface](" + surface.name + ")", "",
               *_duration(by_duration, dur_png.name), *_top_errors(top_errors, unit),
               "## Model and training", "",
