@@ -13,6 +13,11 @@ KENLM_DIR  := .tools/kenlm
 APT_PKGS   := sox libsox-fmt-all espeak-ng build-essential cmake zlib1g-dev libbz2-dev liblzma-dev \
               libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev git \
               chromium-headless-shell slurm-wlm munge postgresql
+# Python may cache bytecode here even where PYTHONDONTWRITEBYTECODE is set (as on our build
+# machines): uv installs without bytecode, so each of a run's ~15 Python processes (every stage,
+# torchrun's trainer, Snakemake, DVC) would compile torch, MLflow and pandas again, ~7 s of CPU
+# each. Cached, each module is compiled once, into .venv and the git-ignored __pycache__ dirs.
+unexport PYTHONDONTWRITEBYTECODE
 # Tools the pipeline calls are found on PATH: the venv's (snakemake, dvc, torchrun) and KenLM's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(KENLM_DIR)/bin:$(PATH)
 JOBS       ?= $(shell nproc)

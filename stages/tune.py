@@ -25,7 +25,7 @@ def run(ctx: Context) -> dict:
     inputs = (f"{a.model}/model.pt", f"{a.manifests}/dev.parquet", a.lm, a.cache, ctx.params)
     # Mandarin decodes lexicon-free: with characters as words, a lexicon search repeats them
     r = tune(*inputs, metric=m, mode="lexicon_free" if m == "cer" else None)
-    best, out, M = r.best, Path(a.out), m.upper()
+    best, out, M, (ac, bc), secs = r.best, Path(a.out), m.upper(), r.counts, round(r.grid_seconds, 2)
     write_csv(out / "grid.csv", r.grid)
     write_csv(Path(a.plots), r.grid)
     plot_surface(r.grid, out / "surface.png", f"{ctx.dataset}: dev {M} over the alpha/beta grid ({r.cfg.mode})", m)
@@ -34,11 +34,11 @@ def run(ctx: Context) -> dict:
                "greedy_dev_wer": round(r.greedy["wer"], 4), "greedy_dev_cer": round(r.greedy["cer"], 4),
                "points": len(r.grid), "utterances": r.utterances}
     # the settings searched with and what the search cost: the lineage record, not figures to compare
-    ctx.lineage.update({"alpha_count": t["alpha_count"], "beta_count": t["beta_count"], "beam_size": r.cfg.beam_size,
+    ctx.lineage.update({"alpha_count": ac, "beta_count": bc, "beam_size": r.cfg.beam_size,
                         "beam_threshold": r.cfg.beam_threshold, "mode": r.cfg.mode, "workers": t["workers"],
-                        "grid_seconds": round(r.grid_seconds, 2), "acoustic_seconds": round(r.acoustic_seconds, 2)})
+                        "grid_seconds": secs, "acoustic_seconds": round(r.acoustic_seconds, 2)})
     ctx.log(f"best alpha={best['alpha']} beta={best['beta']}: dev {M} {best[m]:.2f}% (greedy {r.greedy[m]:.2f}%); "
-            f"{t['alpha_count']}x{t['beta_count']} grid, {r.utterances} utterances, {r.grid_seconds:.1f} s")
+            f"{ac}x{bc} grid, {r.utterances} utterances, {secs} s")
     for edge in grid_edges(r.grid, best):
         ctx.log(f"warning: the best point sits on the grid's edge ({edge}): widen tune.alpha/tune.beta")
     other = alternative_mode(ctx.params, r.subword) if r.cfg.mode == ctx.params["decode"]["mode"] else None

@@ -115,8 +115,8 @@ class TuneResult:
     cfg: BeamConfig              # the settings the grid was searched with
     grid_seconds: float
     acoustic_seconds: float      # acoustic model time (as measured when computed, if cached)
-    subword: bool = False        # the model's units are subword pieces (no character LM)
-    counts: tuple[int, int] = (0, 0)  # the grid's alpha_count, beta_count
+    subword: bool                # the model's units are subword pieces (no character LM)
+    counts: tuple[int, int]      # the grid searched: alpha points x beta points
 
 
 def tune(model_pt: str | Path, dev_manifest: str | Path, lm_dir: str | Path, cache_dir: str | Path,
