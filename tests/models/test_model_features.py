@@ -73,12 +73,13 @@ def _family(**kw) -> DeepSpeech2:
 
 def test_model_family_gru_lstm_directions_and_lookahead():
     sizes = {name: count_parameters(_family(**kw)) for name, kw in {
-        "bigru": {}, "bilstm": {"rnn_type": "lstm"}, "unigru": {"bidirectional": False},
-        "unigru_la": {"bidirectional": False, "lookahead": 4}}.items()}
+        "bigru": {"rnn_type": "gru"}, "bilstm": {"rnn_type": "lstm"},
+        "unigru": {"rnn_type": "gru", "bidirectional": False},
+        "unigru_la": {"rnn_type": "gru", "bidirectional": False, "lookahead": 4}}.items()}
     assert sizes["bilstm"] > sizes["bigru"] > sizes["unigru"]            # LSTM has 4 gates, GRU 3
     assert sizes["unigru_la"] - sizes["unigru"] == 8 * 5                   # depthwise conv: width x (lookahead+1)
     x, lens = torch.randn(2, 40, 16), torch.tensor([40, 31])
-    for kw in ({"rnn_type": "lstm"}, {"bidirectional": False, "lookahead": 4}):
+    for kw in ({"rnn_type": "lstm"}, {"rnn_type": "gru"}, {"bidirectional": False, "lookahead": 4}):
         lp, olen = _family(**kw)(x, lens)
         assert lp.shape == (2, 40, 10) and olen.tolist() == [40, 31]
 
