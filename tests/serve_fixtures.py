@@ -77,7 +77,7 @@ def make_trained_checkpoint(path: Path, utterances: list[tuple[Path, str]], seed
     (a margin: the first cut of this fixture, right only on its clean training audio, misheard
     Chromium's capture in one CI run, and lost the sentence in 12 of 18 simulated microphone
     runs (20-30 dB SNR, 1 % clock offsets) on each of 4 seeds; this one loses it in none on
-    9 of 10 trainings, and in 6, all at 20 dB, on the tenth). Each
+    11 of 12 trainings over 9 seeds, and in 6, all at 20 dB, on the twelfth). Each
     transcript is learned with a word separator after its last word, as wav2letter's
     recipes train (the pipeline's training does not): the lexicon decoder closes a word only
     on a separator, and a model this sure of its letters lost its last word without one. It
