@@ -5,7 +5,7 @@ import sys
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from page import README_BEGIN, README_END, readme_block, render, replace_block  # noqa: E402
+from page import README_BEGIN, README_END, page_sections, readme_block, render, replace_block  # noqa: E402
 
 
 def test_page_names_each_figure_with_where_it_was_measured():
@@ -64,3 +64,42 @@ def test_readme_figures_are_the_benchmarks_pages():
     for fam, *cells in families:
         for (fig, _), value in zip(FAMILY_COLUMNS, cells):
             assert f"| `families.{fam}.{fig}` | {value.strip()} |" in sections["models"], (fam, fig, value)
+
+
+def test_one_benchmark_rerun_keeps_the_others_figures(tmp_path):
+    """page.py run with only one benchmark's JSON (a fresh clone that ran one benchmark) renders
+    that one anew and keeps every other section of the page and its README rows as they were."""
+    import json
+    import subprocess
+
+    prov = {"commit": "feedface00", "date": "2026-12-02 06:00 UTC", "cpu": "Some CPU", "cores": 2, "machine": "x86_64"}
+    fam = {"params": 10, "epochs": 3, "budget_minutes": 10, "train_minutes": 9.5, "train_audio_s_per_s": 99.0,
+           "dev_greedy_wer": 12.0, "test_greedy_wer": 13.0, "test_greedy_cer": 3.0, "test_beam_wer": 7.0,
+           "test_beam_cer": 2.5}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "serve.json").write_text(json.dumps(
+        {"serve_p95_final_ms_at_8": 123.4, "serve_max_streams_p95_under_500ms": 16, "provenance": prov}))
+    readme, page = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
+    readme.write_text((REPO / "README.md").read_text())
+    page.write_text((REPO / "docs" / "BENCHMARKS.md").read_text())
+    before = page_sections(page.read_text())
+    subprocess.run([sys.executable, str(REPO / "bench" / "page.py"), "--bench-dir", str(tmp_path / "bench"),
+                    "--out", str(page), "--readme", str(readme)], check=True, capture_output=True)
+    after = page_sections(page.read_text())
+    assert set(after) == set(before) | {"serve"}
+    assert all(after[k] == before[k] for k in before if k != "serve")
+    assert "| `serve_p95_final_ms_at_8` | 123.4 |" in after["serve"] and "`feedface00`" in after["serve"]
+    old_rows = [r for r in (REPO / "README.md").read_text().splitlines() if r.startswith("| ")
+                and not r.startswith("| serve |")]
+    new = readme.read_text()
+    assert all(r in new for r in old_rows)  # every other benchmark's rows and the families table
+    assert "| serve | `serve_p95_final_ms_at_8` | 123.4 |" in new and "`feedface00`, 2026-12-02" in new
+    # and the models JSON alone replaces the families table
+    (tmp_path / "bench" / "models.json").write_text(json.dumps(
+        {"families": {"jasper": fam}, "best_family": "jasper", "best_test_greedy_wer": 13.0,
+         "greedy_cer_vs_deepspeech2": 0.4, "provenance": prov}))
+    subprocess.run([sys.executable, str(REPO / "bench" / "page.py"), "--bench-dir", str(tmp_path / "bench"),
+                    "--out", str(page), "--readme", str(readme)], check=True, capture_output=True)
+    new = readme.read_text()
+    assert new.count("Model families, each trained for") == 1 and "| jasper | 10 | 3 | 9.5 |" in new
+    assert "| deepspeech2 | 5035517" not in new
