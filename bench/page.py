@@ -130,7 +130,8 @@ def _where(prov: dict | None) -> str:
 
 
 #: bench_models' figures per family, side by side in the README: (figure, column heading)
-FAMILY_COLUMNS = [("params", "parameters"), ("epochs", "epochs"), ("train_minutes", "train min"),
+FAMILY_COLUMNS = [("params", "parameters"), ("epoch_minutes", "1 epoch min"), ("epochs", "epochs"),
+                  ("train_minutes", "train min"),
                   ("train_audio_s_per_s", "audio-s/s"), ("dev_greedy_wer", "dev greedy WER"),
                   ("test_greedy_wer", "test greedy WER"), ("test_greedy_cer", "test greedy CER"),
                   ("test_beam_wer", "test beam+LM WER"), ("test_beam_cer", "test beam+LM CER")]
