@@ -129,6 +129,8 @@ def _where(prov: dict | None) -> str:
             else "provenance not recorded")
 
 
+#: the first words of the families table's introduction (page.py finds an earlier table by them)
+FAMILIES_INTRO = "Model families, each trained for"
 #: bench_models' figures per family, side by side in the README: (figure, column heading)
 FAMILY_COLUMNS = [("params", "parameters"), ("epoch_minutes", "1 epoch min"), ("epochs", "epochs"),
                   ("train_minutes", "train min"),
@@ -146,9 +148,6 @@ def families_table(models: dict) -> list[str]:
                 f"on the same cores and data, then tuned and evaluated by the pipeline's stages (bench_models, "
                 f"one run each; measured at {_where(models.get('provenance'))}):", "",
             head, "|---|" + "---:|" * len(FAMILY_COLUMNS), *rows]
-
-
-FAMILIES_INTRO = "Model families, each trained for"
 
 
 def readme_block(results: dict[str, dict], old: str = "") -> str:
