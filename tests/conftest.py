@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from repro import copy_project
@@ -27,6 +28,18 @@ os.environ["PATH"] = os.pathsep.join([str(REPO / ".venv" / "bin"), str(REPO / ".
 # (PYTHONDONTWRITEBYTECODE, set on the machines here) makes every one of them compile
 # torch, MLflow and pandas again: importing the three took 5.0 s uncompiled, 3.8 s compiled.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+# pytest-xdist's workers share the cores, so each gets its share of torch's (OpenMP) threads, and
+# so does every process its tests start (stages, servers, Slurm jobs: OMP_NUM_THREADS; the train
+# stage: train.threads of tiny_params). Two workers each running torch on every core spin-wait on
+# each other at parallel ops. On an Intel Xeon (2 cores, commit 65eff4a, uncapped) the learning
+# test's tiny training went from 0.05 s a step alone to 4-12 s a step beside the other worker,
+# which put the suite past its time limit; on an AMD EPYC uncapped it ran in time (the cap was
+# dropped at 6b822d3), and the demo page's training took 336 s beside another worker instead of
+# 33 s alone (commit 6efaa4d).
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -56,7 +69,7 @@ def tiny_params() -> dict:
     s.update(voices=["en-us", "en-gb"], variants=["m1", "f1", "m3", "f3"], dev_speakers=1, test_speakers=1,
              utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
     p["stats"]["sample_size"] = 16
-    p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4)
+    p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4, threads=THREADS)
     p["model"]["deepspeech2"].update(TINY_MODEL)
     p["tune"].update(alpha_count=3, beta_count=2, beside_counts=[3, 1], max_utterances=0)
     p["decode"]["beam_size"] = 8
