@@ -186,14 +186,14 @@ def main() -> None:
     ap.add_argument("--readme", type=Path, default=REPO / "README.md")
     args = ap.parse_args()
     results = {p.stem: json.loads(p.read_text()) for p in sorted(args.bench_dir.glob("*.json"))}
-    kept = {k: v for k, v in page_sections(args.out.read_text() if args.out.exists() else "").items()
-            if k not in results}
+    earlier = page_sections(args.out.read_text() if args.out.exists() else "")
     readme = args.readme.read_text()
     old = readme[readme.index(README_BEGIN):readme.index(README_END)]
-    args.out.write_text(render(results, kept))
+    args.out.write_text(render(results, earlier))  # render keeps the sections results lack
     args.readme.write_text(replace_block(readme, readme_block(results, old)))
+    kept = sorted(set(earlier) - set(results))
     print(f"wrote {args.out} ({len(results)} benchmarks measured now"
-          + (f"; kept as they were: {', '.join(sorted(kept))}" if kept else "") + f") and the headline figures in "
+          + (f"; kept as they were: {', '.join(kept)}" if kept else "") + f") and the headline figures in "
           f"{args.readme}")
 
 

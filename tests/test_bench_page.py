@@ -48,7 +48,7 @@ def test_readme_figures_are_the_benchmarks_pages():
 
     readme, page = (REPO / "README.md").read_text(), (REPO / "docs" / "BENCHMARKS.md").read_text()
     block = readme[readme.index(README_BEGIN):readme.index(README_END)]
-    sections = {m.group(1): m.group(2) for m in re.finditer(r"^## (\w+)\n(.*?)(?=^## |\Z)", page, re.M | re.S)}
+    sections = page_sections(page)
     rows = re.findall(r"^\| (\w+) \| `([\w.]+)` \| ([^|]+) \| [^|]+ \| `(\w+(?:-dirty)?)`", block, re.M)
     assert rows, "no figures in the README's generated block"
     for bench, fig, value, commit in rows:
