@@ -80,14 +80,15 @@ def one_family(fam: str, base: dict, data: Path, minutes: float, work: Path, dat
     p["mlflow"] = {"tracking_uri": f"sqlite:///{store}.db", "artifact_root": str(store)}
     env = {**os.environ, "ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": p["mlflow"]["tracking_uri"],
            "BENCH_DATASET": dataset}
-    p["train"].update(epochs=1, patience=0, max_minutes=0, resume=False)
+    recipe = p["datasets"][dataset]["train"]  # the dataset's own train settings win over the train block's
+    recipe.update(epochs=1, patience=0, max_minutes=0, resume=False)
     epoch_s = train(work / f"{fam}-1", p, data, env)
     epochs = max(1, math.floor(minutes * 60 / epoch_s))
     print(f"{fam}: one epoch in {epoch_s / 60:.2f} min (the train stage) -> {epochs} epochs in {minutes} min",
           flush=True)
     d, train_s = work / f"{fam}-1", epoch_s
     if epochs > 1:
-        p["train"]["epochs"] = epochs
+        recipe["epochs"] = epochs
         d = work / f"{fam}-{epochs}"
         train_s = train(d, p, data, env)
     man, lm, params_path = str(data / "manifests"), str(data / "lm"), d / "params.yaml"

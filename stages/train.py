@@ -26,8 +26,9 @@ def run(ctx: Context) -> dict:
     paths = TrainPaths(train_manifest=Path(a.manifests, "train.parquet"), dev_manifest=Path(a.manifests, "dev.parquet"),
                        stats=Path(a.stats), vocab=Path(a.vocab), out_dir=Path(a.out), curve=Path(a.plots),
                        checkpoint_dir=Path(a.checkpoints))
-    model = selected(ctx.params["model"])
-    result = train(paths, TrainConfig.from_params(ctx.params["train"]), model,
+    model, cfg = selected(ctx.params["model"]), TrainConfig.for_dataset(ctx.params, ctx.dataset)
+    ctx.tracker.log_params({"train": cfg.to_params()})  # MLflow's train.*: what this dataset trained with
+    result = train(paths, cfg, model,
                    FeatureConfig.from_params(ctx.params["features"]), ctx.params["seed"], log=ctx.log)
     metrics = dataclasses.asdict(result)
     if ctx.master:  # the manifests it learnt from and validated on: MLflow dataset inputs

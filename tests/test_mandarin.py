@@ -24,6 +24,7 @@ def tiny_zh_params() -> dict:
     p["dataset"] = "synth_zh"  # so the Snakemake run is recorded in dvc.lock for `dvc status`
     p["datasets"]["synth_zh"].update(variants=["m1", "f1", "m3", "f3", "m2"], dev_speakers=1, test_speakers=1,
                                      utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
+    p["datasets"]["synth_zh"]["train"] = {"epochs": p["train"]["epochs"] + 1}  # its own recipe, over the block's
     return p
 
 
@@ -42,6 +43,22 @@ def test_manifests_hold_characters_and_the_vocab_names_unheard_ones(zh_repo):
     assert vocab["tokens"] > 100 and "test_unknown_characters" in vocab
     log = (zh_repo / "logs/synth_zh/vocab.log").read_text()
     assert (vocab["test_unknown_characters"] > 0) == ("characters the vocabulary lacks" in log)
+
+
+def test_the_dataset_trains_with_its_own_settings(zh_repo):
+    """datasets.synth_zh.train sets the epochs, over the train block's (2 for the tiny corpus)."""
+    params = tiny_zh_params()
+    assert stage_figures(zh_repo, "train", "synth_zh")["epochs"] == params["train"]["epochs"] + 1
+    curve = pd.read_csv(zh_repo / "plots/synth_zh/learning_curve.csv")
+    assert list(curve["epoch"]) == list(range(1, params["train"]["epochs"] + 2))
+    # MLflow's train.* params say what the run trained with; the dataset's own key is there too
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{zh_repo}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("asrflow-synth_zh")
+    (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "train"]
+    own = str(params["train"]["epochs"] + 1)
+    assert run.data.params["train.epochs"] == run.data.params["datasets.synth_zh.train.epochs"] == own
+    assert run.data.params["train.lr"] == str(params["train"]["lr"])
 
 
 def test_the_lm_is_over_characters(zh_repo):

@@ -54,7 +54,7 @@ def run_stages(tmp_path: Path, name: str, entry: dict, expect_ok: bool = True, l
     ``lineage``: each stage also writes ``<stage>-lineage.json``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     p = tiny_params()
-    p["datasets"][name] = entry
+    p["datasets"][name] = {**entry, "train": {}}  # its own train settings: none, the train block's
     p["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "artifacts")}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
     base = [sys.executable, "--params", str(tmp_path / "params.yaml"), "--dataset", name]
@@ -86,7 +86,7 @@ def relist(tmp_path: Path, name: str, entry: dict) -> dict[str, int]:
     from asrflow.data.sources import source_of
     from asrflow.models.frames import frame_geometry
     p = tiny_params()
-    p["datasets"][name] = entry
+    p["datasets"][name] = {**entry, "train": {}}  # its own train settings: none, the train block's
     source = source_of(entry)
     opened, _ = source.open(tmp_path / "archives", tmp_path / "raw", 1.0, print)
     cfg = ManifestConfig.from_params(p, frame_geometry(p["model"]), name)
@@ -374,15 +374,28 @@ def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(t
 def test_a_dataset_entry_names_its_missing_or_unknown_keys():
     from asrflow.pipeline.config import ParamsError, validate_params
     p = tiny_params()
-    p["datasets"]["mine"] = {"source": "kaldi", "language": "en", "resample": False, "splits": SPLITS, "path": "/x"}
-    with pytest.raises(ParamsError, match="'datasets.mine': 'allow_pipes' is a required property"):
-        validate_params(p)
-    p["datasets"]["mine"] = {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": "/x",
-                             "mirrors": ["https://example.org"]}
-    with pytest.raises(ParamsError, match="unknown key under 'datasets.mine': 'mirrors'.*allowed keys: language, path"):
-        validate_params(p)
-    p["datasets"]["mine"] = {"source": "folder", "language": "fr", "resample": False, "splits": SPLITS, "path": "/x"}
-    with pytest.raises(ParamsError, match="'datasets.mine.language' is 'fr'; allowed values"):
+    mine = {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": "/x", "train": {}}
+    cases = [
+        ({"source": "kaldi"}, "'datasets.mine': 'allow_pipes' is a required property"),
+        ({"mirrors": ["https://example.org"]},
+         "unknown key under 'datasets.mine': 'mirrors'.*allowed keys: language, path"),
+        ({"language": "fr"}, "'datasets.mine.language' is 'fr'; allowed values"),
+        # its own train settings: required ({} for none), the train block's recipe keys only
+        ({"train": None}, r"'datasets.mine': 'train' is a required property \(the dataset's own settings"),
+        ({"train": {"epochs": 0}}, "'datasets.mine.train.epochs'"),
+        ({"train": {"nnodes": 2}}, "unknown key under 'datasets.mine.train': 'nnodes'.*allowed keys: augment, "
+                                   "batch_frames"),
+        ({"train": {"augment": [{"type": "speed", "prob": 2.0, "factors": [1.0]}]}},
+         r"datasets.mine.train.augment\[0\]"),
+    ]
+    for change, message in cases:
+        p["datasets"]["mine"] = {k: v for k, v in {**mine, **change}.items() if v is not None}
+        with pytest.raises(ParamsError, match=message):
+            validate_params(p)
+    part = {**mine, "train": {"epochs": 2}}  # ({} passes: an entry reused through a YAML anchor brings its own)
+    p["datasets"]["mine"] = {"source": "combine", "language": "en", "resample": False, "train": {},
+                             "splits": {"train": ["a"], "dev": ["a"], "test": ["a"]}, "parts": {"a": part}}
+    with pytest.raises(ParamsError, match="'datasets.mine.parts.a.train': a part is not trained on its own"):
         validate_params(p)
     p["dataset"] = "nope"
     p["datasets"].pop("mine")

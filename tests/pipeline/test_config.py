@@ -86,3 +86,18 @@ def test_params_view_records_the_keys_read_and_refuses_undeclared_ones():
 def test_covers():
     assert covers(["train"], "train.lr") and covers(["train.lr"], "train.lr")
     assert not covers(["train.lr"], "train") and not covers(["train"], "trainer.x") and not covers([], "seed")
+
+
+def test_a_dataset_trains_with_its_own_settings_over_the_train_block():
+    """``datasets.<name>.train`` replaces the train block's keys it names, for that dataset only,
+    and the train stage's read of it is recorded (DVC and Snakemake watch both blocks)."""
+    from asrflow.pipeline.definition import stage
+    from asrflow.train.config import TrainConfig
+    p = load_params(REPO / "params.yaml")
+    p["datasets"]["synth_zh"]["train"] = {"epochs": 9, "lr": 0.001}
+    view = ParamsView(p, tuple(stage("train").keys("synth_zh", p)), "train")
+    zh = TrainConfig.for_dataset(view, "synth_zh")
+    assert (zh.epochs, zh.lr, zh.batch_frames) == (9, 0.001, p["train"]["batch_frames"])
+    assert view.reads == ["datasets.synth_zh.train", "train"]
+    assert TrainConfig.for_dataset(p, "synth").to_params() == {**p["train"], **p["datasets"]["synth"]["train"]}
+    assert list(zh.to_params()) == list(p["train"])  # the train block's key order, as checkpoints record it

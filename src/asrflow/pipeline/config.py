@@ -59,7 +59,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"params.yaml: '{key}' is {error.instance!r}; expected type {error.validator_value}"
     if error.validator == "required":
-        return f"params.yaml: '{key}': {error.message}"
+        hint = (" (the dataset's own settings over the train block, e.g. {epochs: 6}; {} for none)"
+                if key.startswith("datasets.") and key.count(".") == 1 and "'train'" in error.message else "")
+        return f"params.yaml: '{key}': {error.message}{hint}"
     if error.validator in ("oneOf", "anyOf") and "description" in error.schema:
         return f"params.yaml: '{key}' is {error.instance!r}; expected {error.schema['description']}"
     return f"params.yaml: '{key}': {error.message}"
@@ -110,10 +112,14 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if conf["d_model"] % conf["heads"] or conf["conv_kernel"] % 2 == 0:
         raise ParamsError(f"params.yaml: 'model.conformer': d_model ({conf['d_model']}) must be a multiple of heads "
                           f"({conf['heads']}) and conv_kernel ({conf['conv_kernel']}) odd")
-    try:  # each augmentation step: known type and keys, probabilities, ranges, a usable noise dir
-        AugmentConfig.from_params(p["train"]["augment"])
-    except ValueError as e:
-        raise ParamsError(f"params.yaml: {e}") from e
+    augments = {"train.augment": p["train"]["augment"]}
+    augments.update({f"datasets.{name}.train.augment": ds["train"]["augment"] for name, ds in p["datasets"].items()
+                     if "augment" in ds["train"]})
+    for where, steps in augments.items():
+        try:  # each augmentation step: known type and keys, probabilities, ranges, a usable noise dir
+            AugmentConfig.from_params(steps, where=where)
+        except ValueError as e:
+            raise ParamsError(f"params.yaml: {e}") from e
     bins = p["evaluate"]["duration_bins"]
     if bins[0] != 0 or any(a >= b for a, b in zip(bins, bins[1:])):
         raise ParamsError(f"params.yaml: 'evaluate.duration_bins' is {bins}: edges in seconds must start at 0 "
@@ -160,6 +166,9 @@ def _check_combined(name: str, ds: dict[str, Any]) -> None:
         if part not in parts:
             raise ParamsError(f"params.yaml: '{name}.weights' names {part!r}, which '{name}.parts' does not define")
     for part, e in parts.items():
+        if e.get("train"):  # {} is harmless (an entry reused through a YAML anchor brings its own)
+            raise ParamsError(f"params.yaml: '{name}.parts.{part}.train': a part is not trained on its own; "
+                              f"set the combined dataset's '{name}.train' instead")
         for key in ("language", "resample"):
             if e[key] != ds[key]:
                 raise ParamsError(f"params.yaml: '{name}.parts.{part}.{key}' is {e[key]!r} but '{name}.{key}' is "
