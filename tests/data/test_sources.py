@@ -337,7 +337,8 @@ def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(t
     parts = {"tsv": {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": str(folder)},
              "extra": {"source": "nemo", "language": "en", "resample": False, "splits": {"train": ["train"]},
                        "path": str(nemo)}}
-    entry = {"source": "combine", "language": "en", "resample": False, "parts": parts, "weights": {"extra": 2.5},
+    entry = {"source": "combine", "language": "en", "resample": False, "train": {}, "parts": parts,
+             "weights": {"extra": 2.5},
              "splits": {"train": ["tsv", "extra"], "dev": ["tsv"], "test": ["tsv"]}}
     metrics, rejects, man = run_stages(tmp_path / "run", "mix", entry, lineage=True)
     train = man["train"]
