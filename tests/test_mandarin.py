@@ -61,6 +61,16 @@ def test_the_dataset_trains_with_its_own_settings(zh_repo):
     assert run.data.params["train.lr"] == str(params["train"]["lr"])
 
 
+def test_training_scores_dev_as_tune_does_unheard_characters_included(zh_repo):
+    """The train stage's dev CER is over every dev utterance against its whole transcript: the
+    tiny corpus's dev holds characters training never heard, and the best epoch's dev CER is
+    the one tune measures for the same model (it once left those utterances out, unsaid)."""
+    assert stage_figures(zh_repo, "vocab", "synth_zh")["dev_unknown_char_rate"] > 0
+    assert "dev utterances hold characters outside the vocabulary" in (zh_repo / "logs/synth_zh/train.log").read_text()
+    train, tune = stage_figures(zh_repo, "train", "synth_zh"), stage_figures(zh_repo, "tune", "synth_zh")
+    assert train["best_dev_cer"] == tune["greedy_dev_cer"], (train, tune)
+
+
 def test_the_lm_is_over_characters(zh_repo):
     lexicon = (zh_repo / "data/synth_zh/lm/lexicon.txt").read_text(encoding="utf-8").splitlines()
     assert lexicon and all(re.fullmatch(r"(\S)\t\1", line) for line in lexicon), lexicon[:5]

@@ -26,14 +26,16 @@ class UtteranceDataset(torch.utils.data.Dataset):
     whatever process loads it.
     """
 
-    def __init__(self, rows: pd.DataFrame, audio: ManifestAudio, tokenizer: Tokenizer, fe: LogMel,
+    def __init__(self, rows: pd.DataFrame, audio: ManifestAudio, tokenizer: Tokenizer | None, fe: LogMel,
                  mean: torch.Tensor, std: torch.Tensor, augmenter: Augmenter | None = None, seed: int = 0,
                  copies: list[int] | None = None):
         self.audio, self.rows = audio, rows.index.tolist()
         # a row that appears more than once (weighted_rows) is augmented afresh each time
         self.copies = copies or [0] * len(self.rows)
         self.texts = rows["text"].tolist()
-        self.labels = [tokenizer.encode(t) for t in self.texts]
+        # no tokenizer: no labels (decoding scored against self.texts, which may hold characters
+        # outside the vocabulary)
+        self.labels = [tokenizer.encode(t) if tokenizer else [] for t in self.texts]
         self.fe, self.mean, self.std = fe, mean, std
         self.augmenter = augmenter if augmenter is not None and augmenter.enabled else None
         self.seed, self.epoch = seed, 0

@@ -135,9 +135,12 @@ class TrainingRun:
         self.skipped = int((~ok).sum())
         rows = rows[ok]  # the index keeps each row's number in the Parquet file
         dev_rows = read_manifest(p.dev_manifest)
-        dev_rows = dev_rows[dev_rows["text"].map(known)]
         if self.skipped:
             self.say(f"skipping {self.skipped} training utterances with characters outside the vocabulary")
+        unheard = int((~dev_rows["text"].map(known)).sum())
+        if unheard:  # kept: scored against their whole transcripts, as tune and evaluate score them
+            self.say(f"{unheard} of {len(dev_rows)} dev utterances hold characters outside the vocabulary: "
+                     "the dev error rates count them as errors")
         listed = len(rows)
         rows, copies = weighted_rows(rows, self.seed)
         if len(rows) != listed:
@@ -152,7 +155,7 @@ class TrainingRun:
             self.say("augmentation: " + ", ".join(f"{e['type']} p={e['prob']}" for e in cfg.augment if e["prob"]))
         self.ds = UtteranceDataset(rows, ManifestAudio(p.train_manifest, fcfg.sample_rate), self.tokenizer, fe,
                                    self.mean, self.std, augmenter, self.seed, copies)
-        dev_ds = UtteranceDataset(dev_rows, ManifestAudio(p.dev_manifest, fcfg.sample_rate), self.tokenizer, fe,
+        dev_ds = UtteranceDataset(dev_rows, ManifestAudio(p.dev_manifest, fcfg.sample_rate), None, fe,
                                   self.mean, self.std)
         self.dev_loader = torch.utils.data.DataLoader(
             dev_ds, batch_sampler=make_batches(dev_rows["duration"].tolist(), batch_seconds), collate_fn=collate)
@@ -342,15 +345,17 @@ class TrainingRun:
 
 
 def evaluate_greedy(model: nn.Module, loader, tokenizer: Tokenizer, device: torch.device) -> dict[str, float]:
-    """Corpus WER/CER (%) of greedy decoding over ``loader``'s batches."""
+    """Corpus WER/CER (%) of greedy decoding over ``loader``'s batches, against the manifest's
+    transcripts (``loader.dataset.texts``: characters outside the vocabulary included, as the
+    tune and evaluate stages score them)."""
     model.eval()
     refs, hyps = [], []
     with torch.inference_mode():
-        for x, flen, y, llen, _ in loader:
+        for x, flen, _, _, idx in loader:
             lp, olen = model(x.to(device), flen)
             best = lp.argmax(-1).cpu()
             for b in range(x.shape[0]):
                 hyps.append(tokenizer.greedy(best[b, : int(olen[b])].tolist()))
-                refs.append(tokenizer.decode(y[b, : int(llen[b])].tolist()))
+                refs.append(loader.dataset.texts[idx[b]])
     model.train()
     return corpus_rates(refs, hyps)
