@@ -68,7 +68,11 @@ def test_training_scores_dev_as_tune_does_unheard_characters_included(zh_repo):
     assert stage_figures(zh_repo, "vocab", "synth_zh")["dev_unknown_char_rate"] > 0
     assert "dev utterances hold characters outside the vocabulary" in (zh_repo / "logs/synth_zh/train.log").read_text()
     train, tune = stage_figures(zh_repo, "train", "synth_zh"), stage_figures(zh_repo, "tune", "synth_zh")
-    assert train["best_dev_cer"] == tune["greedy_dev_cer"], (train, tune)
+    assert train["dev_utterances"] == stage_figures(zh_repo, "manifest", "synth_zh")["dev_utterances"]
+    # training scores dev in padded batches, tune one utterance at a time: a near-tied frame may
+    # come out otherwise (synth_zh at c487648: 12.23 against 12.09, one character of 736); leaving
+    # the unheard utterances out made it 93.33 against 98.21 here
+    assert abs(train["best_dev_cer"] - tune["greedy_dev_cer"]) <= 2.0, (train, tune)
 
 
 def test_the_lm_is_over_characters(zh_repo):

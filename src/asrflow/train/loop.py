@@ -48,7 +48,8 @@ class TrainResult:
     train_seconds: float
     audio_hours: float
     device: str
-    skipped_utterances: int
+    skipped_utterances: int     # training utterances with characters outside the vocabulary
+    dev_utterances: int         # dev utterances scored (every one)
     padding_fraction: float
     train_audio_s_per_s: float
     nonfinite_steps: int        # steps skipped because the loss was NaN/inf
@@ -340,6 +341,7 @@ class TrainingRun:
                            best_dev_cer=round(best[0], 4), best_dev_wer=round(best[1], 4),
                            train_seconds=round(train_seconds, 1), audio_hours=round(audio_seconds / 3600, 4),
                            device=str(self.where.device), skipped_utterances=self.skipped,
+                           dev_utterances=len(self.dev_loader.dataset),
                            padding_fraction=round(self.padding, 4),
                            train_audio_s_per_s=round(audio_seconds / max(train_seconds, 1e-9), 2))
 
