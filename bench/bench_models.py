@@ -80,7 +80,7 @@ def one_family(fam: str, base: dict, data: Path, minutes: float, work: Path, dat
     p["mlflow"] = {"tracking_uri": f"sqlite:///{store}.db", "artifact_root": str(store)}
     env = {**os.environ, "ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": p["mlflow"]["tracking_uri"],
            "BENCH_DATASET": dataset}
-    recipe = p["datasets"][dataset]["train"]  # the dataset's own train settings win over the train block's
+    recipe = p["train_per_dataset"][dataset]  # the dataset's own train settings win over the train block's
     recipe.update(epochs=1, patience=0, max_minutes=0, resume=False)
     epoch_s = train(work / f"{fam}-1", p, data, env)
     epochs = max(1, math.floor(minutes * 60 / epoch_s))

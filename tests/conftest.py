@@ -70,8 +70,7 @@ def tiny_params() -> dict:
              utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
     p["stats"]["sample_size"] = 16
     p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4, threads=THREADS)
-    for entry in p["datasets"].values():  # the tiny training for every dataset, whatever its own recipe
-        entry["train"] = {}
+    p["train_per_dataset"] = {name: {} for name in p["datasets"]}  # the tiny training, whatever a dataset's own
     p["model"]["deepspeech2"].update(TINY_MODEL)
     p["tune"].update(alpha_count=3, beta_count=2, beside_counts=[3, 1], max_utterances=0)
     p["decode"]["beam_size"] = 8

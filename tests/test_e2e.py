@@ -560,8 +560,8 @@ PARAM_EDITS = [
     ("lm.char_order", lambda v: v - 1, {"lm", "tune"}, {"lm"} | AFTER_TRAIN),
     ("lm.order", lambda v: v + 1, {"lm"}, {"lm"} | AFTER_TRAIN),
     ("train.lr", lambda v: v * 2, {"train"}, {"train"} | AFTER_TRAIN),
-    ("datasets.synth.train", {"epochs": 3}, {"train"}, {"train"} | AFTER_TRAIN),  # the dataset's own recipe
-    ("datasets.synth_zh.train", {"epochs": 9}, set(), set()),  # another dataset's recipe
+    ("train_per_dataset.synth", {"epochs": 3}, {"train"}, {"train"} | AFTER_TRAIN),  # the dataset's own training
+    ("train_per_dataset.synth_zh", {"epochs": 9}, set(), set()),  # another dataset's
     ("stats.sample_size", lambda v: v + 1, {"stats"}, {"stats", "train"} | AFTER_TRAIN),
     ("vocab.min_count", lambda v: v + 1, {"vocab"}, {"vocab", "lm", "train"} | AFTER_TRAIN),
     ("features.n_mels", lambda v: v - 8, {"stats", "train"}, {"stats", "train"} | AFTER_TRAIN),

@@ -24,7 +24,7 @@ def tiny_zh_params() -> dict:
     p["dataset"] = "synth_zh"  # so the Snakemake run is recorded in dvc.lock for `dvc status`
     p["datasets"]["synth_zh"].update(variants=["m1", "f1", "m3", "f3", "m2"], dev_speakers=1, test_speakers=1,
                                      utterances={"train": 48, "dev": 10, "test": 10}, lm_sentences=400)
-    p["datasets"]["synth_zh"]["train"] = {"epochs": p["train"]["epochs"] + 1}  # its own recipe, over the block's
+    p["train_per_dataset"]["synth_zh"] = {"epochs": p["train"]["epochs"] + 1}  # its own, over the train block
     return p
 
 
@@ -46,7 +46,7 @@ def test_manifests_hold_characters_and_the_vocab_names_unheard_ones(zh_repo):
 
 
 def test_the_dataset_trains_with_its_own_settings(zh_repo):
-    """datasets.synth_zh.train sets the epochs, over the train block's (2 for the tiny corpus)."""
+    """train_per_dataset.synth_zh sets the epochs, over the train block's (2 for the tiny corpus)."""
     params = tiny_zh_params()
     assert stage_figures(zh_repo, "train", "synth_zh")["epochs"] == params["train"]["epochs"] + 1
     curve = pd.read_csv(zh_repo / "plots/synth_zh/learning_curve.csv")
@@ -57,7 +57,7 @@ def test_the_dataset_trains_with_its_own_settings(zh_repo):
     exp = client.get_experiment_by_name("asrflow-synth_zh")
     (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "train"]
     own = str(params["train"]["epochs"] + 1)
-    assert run.data.params["train.epochs"] == run.data.params["datasets.synth_zh.train.epochs"] == own
+    assert run.data.params["train.epochs"] == run.data.params["train_per_dataset.synth_zh.epochs"] == own
     assert run.data.params["train.lr"] == str(params["train"]["lr"])
 
 

@@ -54,7 +54,7 @@ def run_stages(tmp_path: Path, name: str, entry: dict, expect_ok: bool = True, l
     ``lineage``: each stage also writes ``<stage>-lineage.json``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     p = tiny_params()
-    p["datasets"][name] = {**entry, "train": {}}  # its own train settings: none, the train block's
+    p["datasets"][name], p["train_per_dataset"][name] = entry, {}
     p["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "artifacts")}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
     base = [sys.executable, "--params", str(tmp_path / "params.yaml"), "--dataset", name]
@@ -86,7 +86,7 @@ def relist(tmp_path: Path, name: str, entry: dict) -> dict[str, int]:
     from asrflow.data.sources import source_of
     from asrflow.models.frames import frame_geometry
     p = tiny_params()
-    p["datasets"][name] = {**entry, "train": {}}  # its own train settings: none, the train block's
+    p["datasets"][name], p["train_per_dataset"][name] = entry, {}
     source = source_of(entry)
     opened, _ = source.open(tmp_path / "archives", tmp_path / "raw", 1.0, print)
     cfg = ManifestConfig.from_params(p, frame_geometry(p["model"]), name)
@@ -337,8 +337,7 @@ def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(t
     parts = {"tsv": {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": str(folder)},
              "extra": {"source": "nemo", "language": "en", "resample": False, "splits": {"train": ["train"]},
                        "path": str(nemo)}}
-    entry = {"source": "combine", "language": "en", "resample": False, "train": {}, "parts": parts,
-             "weights": {"extra": 2.5},
+    entry = {"source": "combine", "language": "en", "resample": False, "parts": parts, "weights": {"extra": 2.5},
              "splits": {"train": ["tsv", "extra"], "dev": ["tsv"], "test": ["tsv"]}}
     metrics, rejects, man = run_stages(tmp_path / "run", "mix", entry, lineage=True)
     train = man["train"]
@@ -364,6 +363,7 @@ def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(t
     # a split naming a part that lacks it, and a part speaking another language, are refused
     from asrflow.pipeline.config import ParamsError, validate_params
     p = tiny_params()
+    p["train_per_dataset"]["mix"] = {}
     p["datasets"]["mix"] = {**entry, "splits": {"train": ["tsv"], "dev": ["extra"], "test": ["tsv"]}}
     with pytest.raises(ParamsError, match="'datasets.mix.splits.dev' draws on part 'extra', whose splits have no"):
         validate_params(p)
@@ -375,29 +375,34 @@ def test_combined_dataset_draws_each_split_from_its_parts_and_weights_training(t
 def test_a_dataset_entry_names_its_missing_or_unknown_keys():
     from asrflow.pipeline.config import ParamsError, validate_params
     p = tiny_params()
-    mine = {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": "/x", "train": {}}
-    cases = [
+    p["train_per_dataset"]["mine"] = {}
+    mine = {"source": "folder", "language": "en", "resample": False, "splits": SPLITS, "path": "/x"}
+    for change, message in [
         ({"source": "kaldi"}, "'datasets.mine': 'allow_pipes' is a required property"),
         ({"mirrors": ["https://example.org"]},
          "unknown key under 'datasets.mine': 'mirrors'.*allowed keys: language, path"),
         ({"language": "fr"}, "'datasets.mine.language' is 'fr'; allowed values"),
-        # its own train settings: required ({} for none), the train block's recipe keys only
-        ({"train": None}, r"'datasets.mine': 'train' is a required property \(the dataset's own settings"),
-        ({"train": {"epochs": 0}}, "'datasets.mine.train.epochs'"),
-        ({"train": {"nnodes": 2}}, "unknown key under 'datasets.mine.train': 'nnodes'.*allowed keys: augment, "
-                                   "batch_frames"),
-        ({"train": {"augment": [{"type": "speed", "prob": 2.0, "factors": [1.0]}]}},
-         r"datasets.mine.train.augment\[0\]"),
-    ]
-    for change, message in cases:
-        p["datasets"]["mine"] = {k: v for k, v in {**mine, **change}.items() if v is not None}
+    ]:
+        p["datasets"]["mine"] = {**mine, **change}
         with pytest.raises(ParamsError, match=message):
             validate_params(p)
-    part = {**mine, "train": {"epochs": 2}}  # ({} passes: an entry reused through a YAML anchor brings its own)
-    p["datasets"]["mine"] = {"source": "combine", "language": "en", "resample": False, "train": {},
-                             "splits": {"train": ["a"], "dev": ["a"], "test": ["a"]}, "parts": {"a": part}}
-    with pytest.raises(ParamsError, match="'datasets.mine.parts.a.train': a part is not trained on its own"):
+    p["datasets"]["mine"] = mine
+    # its own train settings: an entry per dataset ({} for none), of the train block's recipe keys only
+    for own, message in [
+        (None, r"'train_per_dataset' has no entry for dataset 'mine': add 'mine: \{\}'"),
+        ({"epochs": 0}, "'train_per_dataset.mine.epochs'"),
+        ({"nnodes": 2}, "unknown key under 'train_per_dataset.mine': 'nnodes'.*allowed keys: augment, batch_frames"),
+        ({"augment": [{"type": "speed", "prob": 2.0, "factors": [1.0]}]}, r"train_per_dataset.mine.augment\[0\]"),
+    ]:
+        p["train_per_dataset"] = {**p["train_per_dataset"], "mine": own}
+        if own is None:
+            p["train_per_dataset"].pop("mine")
+        with pytest.raises(ParamsError, match=message):
+            validate_params(p)
+    p["train_per_dataset"] = {**p["train_per_dataset"], "mine": {}, "mien": {}}
+    with pytest.raises(ParamsError, match="'train_per_dataset.mien' names no dataset"):
         validate_params(p)
+    p["train_per_dataset"].pop("mien")
     p["dataset"] = "nope"
     p["datasets"].pop("mine")
     with pytest.raises(ParamsError, match="'dataset' is 'nope', which 'datasets' does not define"):

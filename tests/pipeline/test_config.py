@@ -89,15 +89,16 @@ def test_covers():
 
 
 def test_a_dataset_trains_with_its_own_settings_over_the_train_block():
-    """``datasets.<name>.train`` replaces the train block's keys it names, for that dataset only,
-    and the train stage's read of it is recorded (DVC and Snakemake watch both blocks)."""
+    """``train_per_dataset.<name>`` replaces the train block's keys it names, for that dataset
+    only, and the train stage's read of it is recorded (DVC and Snakemake watch both)."""
     from asrflow.pipeline.definition import stage
     from asrflow.train.config import TrainConfig
     p = load_params(REPO / "params.yaml")
-    p["datasets"]["synth_zh"]["train"] = {"epochs": 9, "lr": 0.001}
+    assert set(p["train_per_dataset"]) == set(p["datasets"])
+    p["train_per_dataset"]["synth_zh"] = {"epochs": 9, "lr": 0.001}
     view = ParamsView(p, tuple(stage("train").keys("synth_zh", p)), "train")
     zh = TrainConfig.for_dataset(view, "synth_zh")
     assert (zh.epochs, zh.lr, zh.batch_frames) == (9, 0.001, p["train"]["batch_frames"])
-    assert view.reads == ["datasets.synth_zh.train", "train"]
-    assert TrainConfig.for_dataset(p, "synth").to_params() == {**p["train"], **p["datasets"]["synth"]["train"]}
+    assert view.reads == ["train", "train_per_dataset.synth_zh"]
+    assert TrainConfig.for_dataset(p, "synth").to_params() == {**p["train"], **p["train_per_dataset"]["synth"]}
     assert list(zh.to_params()) == list(p["train"])  # the train block's key order, as checkpoints record it

@@ -78,7 +78,7 @@ def test_shell_metacharacters_in_params_are_data(data_repo, tmp_path, tool):
     (lambda p: p["model"]["conformer"].update(heads=5), ["model.conformer", "heads (5)"]),
     (lambda p: p["datasets"]["synth"].update(source="ftp"), ["datasets.synth.source", "ftp", "common_voice"]),
     (lambda p: p["datasets"]["synth"]["splits"].update(train=[".."]), ["datasets.synth.splits.train.0", "'..'"]),
-    (lambda p: p["datasets"].update(mine={"source": "folder", "language": "en", "resample": False, "train": {},
+    (lambda p: p["datasets"].update(mine={"source": "folder", "language": "en", "resample": False,
                                           "splits": {"train": ["a"], "dev": ["b"], "test": ["c"]},
                                           "path": "/data\n/x"}), ["datasets.mine.path"]),
     (lambda p: p["datasets"].update(Mine=p["datasets"]["synth"]), ["datasets", "Mine"]),

@@ -59,9 +59,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"params.yaml: '{key}' is {error.instance!r}; expected type {error.validator_value}"
     if error.validator == "required":
-        hint = (" (the dataset's own settings over the train block, e.g. {epochs: 6}; {} for none)"
-                if key.startswith("datasets.") and key.count(".") == 1 and "'train'" in error.message else "")
-        return f"params.yaml: '{key}': {error.message}{hint}"
+        return f"params.yaml: '{key}': {error.message}"
     if error.validator in ("oneOf", "anyOf") and "description" in error.schema:
         return f"params.yaml: '{key}' is {error.instance!r}; expected {error.schema['description']}"
     return f"params.yaml: '{key}': {error.message}"
@@ -112,9 +110,16 @@ def _check_semantics(p: dict[str, Any]) -> None:
     if conf["d_model"] % conf["heads"] or conf["conv_kernel"] % 2 == 0:
         raise ParamsError(f"params.yaml: 'model.conformer': d_model ({conf['d_model']}) must be a multiple of heads "
                           f"({conf['heads']}) and conv_kernel ({conf['conv_kernel']}) odd")
+    own = p["train_per_dataset"]
+    missing, unknown = sorted(set(p["datasets"]) - set(own)), sorted(set(own) - set(p["datasets"]))
+    if missing:
+        raise ParamsError(f"params.yaml: 'train_per_dataset' has no entry for dataset {missing[0]!r}: add "
+                          f"'{missing[0]}: {{}}' (its own train settings; {{}} trains it as the train block says)")
+    if unknown:
+        raise ParamsError(f"params.yaml: 'train_per_dataset.{unknown[0]}' names no dataset "
+                          f"(defined: {', '.join(p['datasets'])})")
     augments = {"train.augment": p["train"]["augment"]}
-    augments.update({f"datasets.{name}.train.augment": ds["train"]["augment"] for name, ds in p["datasets"].items()
-                     if "augment" in ds["train"]})
+    augments.update({f"train_per_dataset.{name}.augment": t["augment"] for name, t in own.items() if "augment" in t})
     for where, steps in augments.items():
         try:  # each augmentation step: known type and keys, probabilities, ranges, a usable noise dir
             AugmentConfig.from_params(steps, where=where)
@@ -166,9 +171,6 @@ def _check_combined(name: str, ds: dict[str, Any]) -> None:
         if part not in parts:
             raise ParamsError(f"params.yaml: '{name}.weights' names {part!r}, which '{name}.parts' does not define")
     for part, e in parts.items():
-        if e.get("train"):  # {} is harmless (an entry reused through a YAML anchor brings its own)
-            raise ParamsError(f"params.yaml: '{name}.parts.{part}.train': a part is not trained on its own; "
-                              f"set the combined dataset's '{name}.train' instead")
         for key in ("language", "resample"):
             if e[key] != ds[key]:
                 raise ParamsError(f"params.yaml: '{name}.parts.{part}.{key}' is {e[key]!r} but '{name}.{key}' is "

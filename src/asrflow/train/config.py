@@ -45,9 +45,9 @@ class TrainConfig:
 
     @classmethod
     def for_dataset(cls, params: dict[str, Any], dataset: str) -> "TrainConfig":
-        """How ``dataset`` is trained: params.yaml's ``train`` block, with the keys the dataset's
-        entry sets in its own ``train:`` (``datasets.<name>.train``) in their place."""
-        return cls.from_params({**params["train"], **params["datasets"][dataset]["train"]})
+        """How ``dataset`` is trained: params.yaml's ``train`` block, with the keys its entry in
+        ``train_per_dataset`` sets in their place."""
+        return cls.from_params({**params["train"], **params["train_per_dataset"][dataset]})
 
     def to_params(self) -> dict[str, Any]:
         """The block as params.yaml holds it (what checkpoints and the run fingerprint record).
