@@ -405,5 +405,6 @@ def test_a_dataset_entry_names_its_missing_or_unknown_keys():
     p["train_per_dataset"].pop("mien")
     p["dataset"] = "nope"
     p["datasets"].pop("mine")
+    p["train_per_dataset"].pop("mine")
     with pytest.raises(ParamsError, match="'dataset' is 'nope', which 'datasets' does not define"):
         validate_params(p)
