@@ -7,8 +7,8 @@ the same cores, then tuned and evaluated by the pipeline's own stages.
 Inputs are the default chain's products for --dataset (run `make run` first): its manifests,
 feature statistics, vocabulary and LMs, shared by every family, so only the acoustic model
 differs. For each family (params.yaml's `model.<family>` block, as a `dvc exp run -S
-model.family=...` would train it; augmentation, learning rate and warm-up as params.yaml has
-them, the same for all):
+model.family=...` would train it: the train block with the family's own `train_per_family`
+entry over it, and the dataset's `train_per_dataset` entry over both):
 
 1. the epoch count that fits the budget, measured by the train stage itself: it trains the
    family for one epoch (its wall time includes start-up, loading, the epoch's steps and the
@@ -21,7 +21,7 @@ them, the same for all):
 2. stages/train.py, stages/tune.py and stages/evaluate.py as the pipeline runs them (a
    params.yaml copy with model.family and train.epochs set; MLflow into a temporary store).
 
-Figures per family: parameters, epochs, epoch_minutes (the one-epoch run's wall time),
+Figures per family: parameters, lr (the peak learning rate it trained at), epochs, epoch_minutes (the one-epoch run's wall time),
 train_minutes (the counted run's wall time; later epochs can run slower than the first,
 which SortaGrad takes in duration order, so it may exceed the budget: it says by how much),
 train_audio_s_per_s, greedy dev and test WER/CER, beam+LM (tuned alpha/beta) dev and test
@@ -80,7 +80,7 @@ def one_family(fam: str, base: dict, data: Path, minutes: float, work: Path, dat
     p["mlflow"] = {"tracking_uri": f"sqlite:///{store}.db", "artifact_root": str(store)}
     env = {**os.environ, "ASRFLOW_INVOCATION": "", "MLFLOW_TRACKING_URI": p["mlflow"]["tracking_uri"],
            "BENCH_DATASET": dataset}
-    recipe = p["train_per_dataset"][dataset]  # the dataset's own train settings win over the train block's
+    recipe = p["train_per_dataset"][dataset]  # the dataset's own train settings win over the family's and block's
     recipe.update(epochs=1, patience=0, max_minutes=0, resume=False)
     epoch_s = train(work / f"{fam}-1", p, data, env)
     epochs = max(1, math.floor(minutes * 60 / epoch_s))
@@ -100,7 +100,9 @@ def one_family(fam: str, base: dict, data: Path, minutes: float, work: Path, dat
                                     "metrics": str(d / "evaluate.json"), "plots": str(d / "dur.csv")}, env)
     tr, tu = json.loads((d / "train.json").read_text()), json.loads((d / "tune.json").read_text())
     test = json.loads((d / "evaluate.json").read_text())["test"]
-    return {"params": tr["params"], "epochs": tr["epochs"], "budget_minutes": minutes,
+    from asrflow.train.config import TrainConfig
+    return {"params": tr["params"], "lr": TrainConfig.for_dataset(p, dataset).lr, "epochs": tr["epochs"],
+            "budget_minutes": minutes,
             "epoch_minutes": round(epoch_s / 60, 2), "train_minutes": round(train_s / 60, 2),
             "train_audio_s_per_s": tr["train_audio_s_per_s"],
             "dev_greedy_wer": tu["greedy_dev_wer"], "dev_greedy_cer": tu["greedy_dev_cer"],

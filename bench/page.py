@@ -132,7 +132,7 @@ def _where(prov: dict | None) -> str:
 #: the first words of the families table's introduction (page.py finds an earlier table by them)
 FAMILIES_INTRO = "Model families, each trained for"
 #: bench_models' figures per family, side by side in the README: (figure, column heading)
-FAMILY_COLUMNS = [("params", "parameters"), ("epoch_minutes", "1 epoch min"), ("epochs", "epochs"),
+FAMILY_COLUMNS = [("params", "parameters"), ("lr", "lr"), ("epoch_minutes", "1 epoch min"), ("epochs", "epochs"),
                   ("train_minutes", "train min"),
                   ("train_audio_s_per_s", "audio-s/s"), ("dev_greedy_wer", "dev greedy WER"),
                   ("test_greedy_wer", "test greedy WER"), ("test_greedy_cer", "test greedy CER"),
@@ -143,7 +143,8 @@ def families_table(models: dict) -> list[str]:
     """bench_models' families side by side (values as the page shows them, ``families.<f>.<figure>``)."""
     fams = models["families"]
     head = "| family | " + " | ".join(h for _, h in FAMILY_COLUMNS) + " |"
-    rows = [f"| {f} | " + " | ".join(_value(fams[f][k]) for k, _ in FAMILY_COLUMNS) + " |" for f in fams]
+    rows = [f"| {f} | " + " | ".join(_value(fams[f][k]) if k in fams[f] else "–" for k, _ in FAMILY_COLUMNS) + " |"
+            for f in fams]  # "–": a figure the benchmark's version did not record
     return ["", f"{FAMILIES_INTRO} {_value(next(iter(fams.values()))['budget_minutes'])} minutes "
                 f"on the same cores and data, then tuned and evaluated by the pipeline's stages (bench_models, "
                 f"one run each; measured at {_where(models.get('provenance'))}):", "",

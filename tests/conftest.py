@@ -71,6 +71,7 @@ def tiny_params() -> dict:
     p["stats"]["sample_size"] = 16
     p["train"].update(epochs=2, batch_frames=3000, warmup_steps=4, threads=THREADS)
     p["train_per_dataset"] = {name: {} for name in p["datasets"]}  # the tiny training, whatever a dataset's own
+    p["train_per_family"] = {name: {} for name in p["train_per_family"]}  # or a family's
     p["model"]["deepspeech2"].update(TINY_MODEL)
     p["tune"].update(alpha_count=3, beta_count=2, beside_counts=[3, 1], max_utterances=0)
     p["decode"]["beam_size"] = 8

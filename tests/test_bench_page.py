@@ -73,7 +73,7 @@ def test_one_benchmark_rerun_keeps_the_others_figures(tmp_path):
     import subprocess
 
     prov = {"commit": "feedface00", "date": "2026-12-02 06:00 UTC", "cpu": "Some CPU", "cores": 2, "machine": "x86_64"}
-    fam = {"params": 10, "epoch_minutes": 3.1, "epochs": 3, "budget_minutes": 10, "train_minutes": 9.5,
+    fam = {"params": 10, "lr": 0.006, "epoch_minutes": 3.1, "epochs": 3, "budget_minutes": 10, "train_minutes": 9.5,
            "train_audio_s_per_s": 99.0, "dev_greedy_wer": 12.0, "test_greedy_wer": 13.0, "test_greedy_cer": 3.0, "test_beam_wer": 7.0,
            "test_beam_cer": 2.5}
     (tmp_path / "bench").mkdir()
@@ -101,5 +101,5 @@ def test_one_benchmark_rerun_keeps_the_others_figures(tmp_path):
     subprocess.run([sys.executable, str(REPO / "bench" / "page.py"), "--bench-dir", str(tmp_path / "bench"),
                     "--out", str(page), "--readme", str(readme)], check=True, capture_output=True)
     new = readme.read_text()
-    assert new.count("Model families, each trained for") == 1 and "| jasper | 10 | 3.1 | 3 | 9.5 |" in new
+    assert new.count("Model families, each trained for") == 1 and "| jasper | 10 | 0.006 | 3.1 | 3 | 9.5 |" in new
     assert "| deepspeech2 | 5035517" not in new

@@ -562,6 +562,8 @@ PARAM_EDITS = [
     ("train.lr", lambda v: v * 2, {"train"}, {"train"} | AFTER_TRAIN),
     ("train_per_dataset.synth", {"epochs": 3}, {"train"}, {"train"} | AFTER_TRAIN),  # the dataset's own training
     ("train_per_dataset.synth_zh", {"epochs": 9}, set(), set()),  # another dataset's
+    ("train_per_family.deepspeech2", {"lr": 0.002}, {"train"}, {"train"} | AFTER_TRAIN),  # the family's own
+    ("train_per_family.quartznet", {"lr": 0.03}, set(), set()),  # a family not chosen
     ("stats.sample_size", lambda v: v + 1, {"stats"}, {"stats", "train"} | AFTER_TRAIN),
     ("vocab.min_count", lambda v: v + 1, {"vocab"}, {"vocab", "lm", "train"} | AFTER_TRAIN),
     ("features.n_mels", lambda v: v - 8, {"stats", "train"}, {"stats", "train"} | AFTER_TRAIN),

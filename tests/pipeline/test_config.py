@@ -7,8 +7,8 @@ import pickle
 import pytest
 import yaml
 
-from asrflow.pipeline.config import (ParamsView, UndeclaredParamsRead, covers, dataset_splits, eval_splits,
-                                     load_params)
+from asrflow.pipeline.config import (ParamsError, ParamsView, UndeclaredParamsRead, covers, dataset_splits,
+                                     eval_splits, load_params, validate_params)
 from conftest import REPO
 
 
@@ -99,6 +99,40 @@ def test_a_dataset_trains_with_its_own_settings_over_the_train_block():
     view = ParamsView(p, tuple(stage("train").keys("synth_zh", p)), "train")
     zh = TrainConfig.for_dataset(view, "synth_zh")
     assert (zh.epochs, zh.lr, zh.batch_frames) == (9, 0.001, p["train"]["batch_frames"])
-    assert view.reads == ["train", "train_per_dataset.synth_zh"]
-    assert TrainConfig.for_dataset(p, "synth").to_params() == {**p["train"], **p["train_per_dataset"]["synth"]}
+    assert view.reads == ["model.family", "train", "train_per_dataset.synth_zh", "train_per_family.deepspeech2"]
+    assert TrainConfig.for_dataset(p, "synth").to_params() == {
+        **p["train"], **p["train_per_family"]["deepspeech2"], **p["train_per_dataset"]["synth"]}
     assert list(zh.to_params()) == list(p["train"])  # the train block's key order, as checkpoints record it
+
+
+def test_a_family_trains_with_its_own_settings_under_the_datasets():
+    """``train_per_family.<family>`` replaces the train block's keys it names when that family
+    is chosen; a dataset's own entry wins over it. Only the chosen family's entry is read."""
+    from asrflow.pipeline.definition import stage
+    from asrflow.train.config import TrainConfig
+    p = load_params(REPO / "params.yaml")
+    p["model"]["family"] = "quartznet"
+    p["train_per_family"].update(quartznet={"lr": 0.02, "epochs": 7}, jasper={"lr": 0.5})
+    p["train_per_dataset"]["synth"] = {"epochs": 9}
+    p["train_per_dataset"]["synth_zh"] = {}
+    view = ParamsView(p, tuple(stage("train").keys("synth", p)), "train")
+    cfg = TrainConfig.for_dataset(view, "synth")
+    assert (cfg.lr, cfg.epochs, cfg.batch_frames) == (0.02, 9, p["train"]["batch_frames"])
+    assert view.reads == ["model.family", "train", "train_per_dataset.synth", "train_per_family.quartznet"]
+    assert TrainConfig.for_dataset(p, "synth_zh").epochs == 7
+    p["model"]["family"] = "deepspeech2"
+    assert TrainConfig.for_dataset(p, "synth_zh").to_params() == {**p["train"], **p["train_per_family"]["deepspeech2"]}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.pop("jasper"), "'train_per_family': 'jasper' is a required property"),
+    (lambda f: f.update(wav2vec={}), "unknown key under 'train_per_family': 'wav2vec'"),
+    (lambda f: f.update(jasper={"threads": 1}), "unknown key under 'train_per_family.jasper': 'threads'"),
+    (lambda f: f.update(conformer={"augment": [{"type": "volume", "prob": -1, "gain_db": [0, 1]}]}),
+     r"train_per_family.conformer.augment\[0\]"),
+])
+def test_a_family_entry_is_checked_like_a_datasets(edit, message):
+    p = load_params(REPO / "params.yaml")
+    edit(p["train_per_family"])
+    with pytest.raises(ParamsError, match=message):
+        validate_params(p)

@@ -119,7 +119,8 @@ def _check_semantics(p: dict[str, Any]) -> None:
         raise ParamsError(f"params.yaml: 'train_per_dataset.{unknown[0]}' names no dataset "
                           f"(defined: {', '.join(p['datasets'])})")
     augments = {"train.augment": p["train"]["augment"]}
-    augments.update({f"train_per_dataset.{name}.augment": t["augment"] for name, t in own.items() if "augment" in t})
+    augments.update({f"{block}.{name}.augment": t["augment"] for block in ("train_per_family", "train_per_dataset")
+                     for name, t in p[block].items() if "augment" in t})
     for where, steps in augments.items():
         try:  # each augmentation step: known type and keys, probabilities, ranges, a usable noise dir
             AugmentConfig.from_params(steps, where=where)

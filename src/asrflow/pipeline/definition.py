@@ -215,7 +215,7 @@ STAGES: list[Stage] = [
                     "plots": f"{PLOTS}/learning_curve.csv"},
           deps=[f"{MAN}/", STATS, VOCAB], outs=[f"{MODEL}/"],
           params=["seed", "features", "model.family", "model.{model.family}", "train",
-                  "train_per_dataset.{dataset}"],
+                  "train_per_family.{model.family}", "train_per_dataset.{dataset}"],
           metrics=[f"{MET}/train.json"], plots=[f"{PLOTS}/learning_curve.csv"], all_cores=True,
           compared=("best_dev_wer", "best_dev_cer", "params", "train_audio_s_per_s"),
           launcher="torchrun --nnodes={train.nnodes} --nproc-per-node={train.nproc_per_node} "

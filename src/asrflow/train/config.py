@@ -45,9 +45,11 @@ class TrainConfig:
 
     @classmethod
     def for_dataset(cls, params: dict[str, Any], dataset: str) -> "TrainConfig":
-        """How ``dataset`` is trained: params.yaml's ``train`` block, with the keys its entry in
-        ``train_per_dataset`` sets in their place."""
-        return cls.from_params({**params["train"], **params["train_per_dataset"][dataset]})
+        """How ``dataset`` is trained with the chosen model family: params.yaml's ``train`` block,
+        then the keys the family's entry in ``train_per_family`` sets, then those the dataset's
+        entry in ``train_per_dataset`` sets (the more specific wins)."""
+        family = params["train_per_family"][params["model"]["family"]]
+        return cls.from_params({**params["train"], **family, **params["train_per_dataset"][dataset]})
 
     def to_params(self) -> dict[str, Any]:
         """The block as params.yaml holds it (what checkpoints and the run fingerprint record).
