@@ -21,16 +21,16 @@ entry over it, and the dataset's `train_per_dataset` entry over both):
 2. stages/train.py, stages/tune.py and stages/evaluate.py as the pipeline runs them (a
    params.yaml copy with model.family and train.epochs set; MLflow into a temporary store).
 
-Figures per family: parameters, lr (the peak learning rate it trained at), epochs, epoch_minutes (the one-epoch run's wall time),
-train_minutes (the counted run's wall time; later epochs can run slower than the first,
-which SortaGrad takes in duration order, so it may exceed the budget: it says by how much),
-train_audio_s_per_s, greedy dev and test WER/CER, beam+LM (tuned alpha/beta) dev and test
-WER/CER, and the acoustic model's real-time factor on the test split. Headline figures:
-best_family (lowest test greedy CER), and for it greedy_cer_vs_deepspeech2 (its test greedy
-CER / DeepSpeech2's) and its test greedy WER. One run per family (training is minutes
-long; a repeat would double the hour this takes): the figures are single measurements, and
-the benchmark says so. Prints one JSON object as its last line and writes
-reports/bench/models.json.
+Figures per family: parameters, lr (the peak learning rate it trained at), epochs,
+epoch_minutes (the one-epoch run's wall time), train_minutes (the counted run's wall time;
+later epochs can run slower than the first, which SortaGrad takes in duration order, so it
+may exceed the budget: it says by how much), train_audio_s_per_s, greedy dev and test
+WER/CER, beam+LM (tuned alpha/beta) dev and test WER/CER, and the acoustic model's real-time
+factor on the test split. Headline figures: best_family (lowest test greedy CER), and for it
+greedy_cer_vs_deepspeech2 (its test greedy CER / DeepSpeech2's) and its test greedy WER. One
+run per family (training is minutes long; a repeat would double the hour this takes): the
+figures are single measurements, and the benchmark says so. Prints one JSON object as its
+last line and writes reports/bench/models.json.
 """
 
 from __future__ import annotations
