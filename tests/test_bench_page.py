@@ -96,10 +96,17 @@ def test_one_benchmark_rerun_keeps_the_others_figures(tmp_path):
     assert "| serve | `serve_p95_final_ms_at_8` | 123.4 |" in new and "`feedface00`, 2026-12-02" in new
     # and the models JSON alone replaces the families table
     (tmp_path / "bench" / "models.json").write_text(json.dumps(
-        {"families": {"jasper": fam}, "best_family": "jasper", "best_test_greedy_wer": 13.0,
+        {"families": {"jasper": fam, "jasper_old": {**fam, "family": "jasper", "lr": 0.001}}, "best_family": "jasper",
+         "best_test_greedy_wer": 13.0,
          "greedy_cer_vs_deepspeech2": 0.4, "provenance": prov}))
     subprocess.run([sys.executable, str(REPO / "bench" / "page.py"), "--bench-dir", str(tmp_path / "bench"),
                     "--out", str(page), "--readme", str(readme)], check=True, capture_output=True)
     new = readme.read_text()
     assert new.count("Model families, each trained for") == 1 and "| jasper | 10 | 0.006 | 3.1 | 3 | 9.5 |" in new
     assert "| deepspeech2 | 5035517" not in new
+    assert "| jasper_old | 10 | 0.001 |" in new and "`jasper_old` is jasper trained with another recipe" in new
+    # a re-run of another benchmark keeps that table and its sentence, a blank line apart
+    (tmp_path / "bench" / "models.json").unlink()
+    subprocess.run([sys.executable, str(REPO / "bench" / "page.py"), "--bench-dir", str(tmp_path / "bench"),
+                    "--out", str(page), "--readme", str(readme)], check=True, capture_output=True)
+    assert readme.read_text() == new
