@@ -169,12 +169,9 @@ def main() -> None:
     result = {"families": per, "best_family": best, "best_test_greedy_wer": per[best]["test_greedy_wer"],
               "best_test_greedy_cer": per[best]["test_greedy_cer"],
               "cores": len(os.sched_getaffinity(0)), "dataset": args.dataset, "repeats": 1}
-    if "deepspeech2" in per:
-        ratio = per[best]["test_greedy_cer"] / per["deepspeech2"]["test_greedy_cer"]
-        result["greedy_cer_vs_deepspeech2"] = round(ratio, 3)
-    if "deepspeech2_as_filed" in per:
-        ratio = per[best]["test_greedy_cer"] / per["deepspeech2_as_filed"]["test_greedy_cer"]
-        result["greedy_cer_vs_deepspeech2_as_filed"] = round(ratio, 3)
+    for ref in ("deepspeech2", *BASELINES):  # greedy_cer_vs_deepspeech2, greedy_cer_vs_<baseline>
+        if ref in per:
+            result[f"greedy_cer_vs_{ref}"] = round(per[best]["test_greedy_cer"] / per[ref]["test_greedy_cer"], 3)
     emit("models", result)
 
 

@@ -174,10 +174,7 @@ def readme_block(results: dict[str, dict], old: str = "") -> str:
     else:
         at = next((i for i, line in enumerate(old_lines) if line.startswith(FAMILIES_INTRO)), None)
         if at is not None:
-            table = [line for line in old_lines[at:] if line and not line.startswith("<!--")]
-            rest = table[1:]  # the table, then any sentence after it (a blank line apart, or it joins the table)
-            rows += ["", table[0], "", *[r for r in rest if r.startswith("|")],
-                     *[x for r in rest if not r.startswith("|") for x in ("", r)]]
+            rows += ["", *old_lines[at:]]  # the table and any sentence after it, line for line
     return "\n".join([README_BEGIN, *rows, README_END]) if len(rows) > 2 else f"{README_BEGIN}\n{README_END}"
 
 

@@ -9,7 +9,6 @@ import yaml
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "src"))
 from bench_models import entry_params  # noqa: E402
 
 from asrflow.pipeline.config import load_params  # noqa: E402
